@@ -1,0 +1,34 @@
+# lineworks-operator — every entry point a person or CI needs.
+# The first run builds kube-apiserver and kubectl from tools/kube (cached under ~/.cache).
+
+CARGO ?= cargo
+CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
+
+.PHONY: demo test lint unit k8s-binaries crds build clean-cache
+
+## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
+demo: k8s-binaries
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --quiet -- demo $(ARGS)
+
+## test: formatting, lints, and every test against a real control plane (README's second command)
+test: lint k8s-binaries
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) test --all-targets --locked
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
+k8s-binaries:
+	@scripts/k8s-binaries.sh >/dev/null
+
+## crds: regenerate the committed CRD from the Rust types
+crds:
+	$(CARGO) run --quiet -- crd > $(CRD_FILE)
+
+build:
+	$(CARGO) build --release --locked
+
+## clean-cache: forget the built Kubernetes binaries (they rebuild on the next test run)
+clean-cache:
+	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}/lineworks-operator"

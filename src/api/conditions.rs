@@ -1,0 +1,88 @@
+//! Condition types and reasons of a `LineWorksNotifier`: the vendor's troubleshooting checklist,
+//! made machine-readable. The strings are API: tools and people match on them, so they never change.
+
+/// Declares an enum whose string form is each variant's own name, so the two cannot drift.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The wire form, e.g. in `status.conditions[].reason`.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant),)* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// The condition types a notifier reports.
+    ConditionType {
+        /// The operator holds a valid OAuth token for the app.
+        Authorized,
+        /// The bot exists, is added to the domain, and is in the configured talk room.
+        BotInService,
+        /// The most recent declarative test notification reached every target.
+        TestNotified,
+        /// Summary: the notifier can deliver visitor notifications.
+        Ready,
+    }
+}
+
+named_enum! {
+    /// Why a condition has its status. Each False reason maps to one thing a person fixes.
+    Reason {
+        // Authorized
+        TokenValid,
+        CredentialsSecretMissing,
+        CredentialsKeyMissing,
+        InvalidClientCredentials,
+        AuthorizationRequired,
+        RefreshTokenExpired,
+        ReauthorizationRequired,
+        ScopeMissing,
+        PrivateKeyInvalid,
+        TokenEndpointUnavailable,
+        // BotInService
+        BotReachable,
+        BotNotFound,
+        BotNotInDomain,
+        BotNotInRoom,
+        RoomNotFound,
+        Suspended,
+        // TestNotified
+        NotRequested,
+        TestNotificationDelivered,
+        TestNotificationFailed,
+        DefaultUserNotFound,
+        // Ready
+        NotifierReady,
+        Reconciling,
+        Stalled,
+        NotAuthorized,
+        BotNotInService,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_are_the_variant_names() {
+        assert_eq!(Reason::BotNotInDomain.to_string(), "BotNotInDomain");
+        assert_eq!(ConditionType::ALL.len(), 4);
+        assert_eq!(ConditionType::Ready.as_str(), "Ready");
+    }
+}

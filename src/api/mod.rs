@@ -1,0 +1,10 @@
+//! The Kubernetes API of the operator: the `LineWorksNotifier` custom resource and the vocabulary
+//! of its status conditions.
+
+pub mod conditions;
+pub mod notifier;
+
+pub use notifier::*;
+
+/// API group of every resource this operator defines.
+pub const GROUP: &str = "lineworks-operator.dev";

@@ -1,0 +1,13 @@
+//! lineworks-operator: LINE WORKS visitor notifications, declared as Kubernetes objects.
+
+pub mod api;
+#[cfg(feature = "local-control-plane")]
+pub mod control_plane;
+pub mod controller;
+pub mod crd;
+#[cfg(feature = "local-control-plane")]
+pub mod demo;
+pub mod telemetry;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "lineworks-operator";

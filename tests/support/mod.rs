@@ -1,0 +1,61 @@
+//! Shared by the integration tests: the per-binary control plane, kubectl, and waiting.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::future::Future;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use lineworks_operator::control_plane::{self, ControlPlane};
+
+/// The control plane of this test binary, with the CRD installed.
+pub async fn control_plane_with_crd() -> &'static ControlPlane {
+    let plane = control_plane::shared()
+        .await
+        .unwrap_or_else(|e| panic!("control plane did not start: {e}"));
+    let client = plane.client().await.expect("admin client");
+    lineworks_operator::crd::install(&client, Duration::from_secs(30))
+        .await
+        .expect("CRD installs and becomes Established");
+    plane
+}
+
+/// Runs kubectl against the control plane; panics with its output when it cannot start.
+pub fn kubectl(plane: &ControlPlane, args: &[&str]) -> Output {
+    plane
+        .kubectl()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run kubectl {args:?}: {e}"))
+}
+
+/// kubectl's stdout, asserting it succeeded.
+pub fn kubectl_ok(plane: &ControlPlane, args: &[&str]) -> String {
+    let out = kubectl(plane, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` describing what was awaited.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
