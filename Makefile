@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint unit k8s-binaries crds build clean-cache
+.PHONY: demo test lint k8s-binaries crds build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -17,6 +17,10 @@ test: lint k8s-binaries
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## bench: benchmarks that print figures (medians of alternating rounds, ratios to a baseline)
+bench:
+	$(CARGO) bench --locked --bench dm_send
 
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:

@@ -7,6 +7,8 @@ pub mod controller;
 pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
+pub mod emulator;
+pub mod lineworks;
 pub mod telemetry;
 
 /// Field manager of every server-side apply the operator makes.

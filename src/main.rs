@@ -26,6 +26,15 @@ enum Command {
     Crd,
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Controller,
+    /// Serve the LINE WORKS API emulator (tests, demo, local development).
+    Emulator {
+        /// JSON file describing the tenant (domains, users, apps, bots, rooms).
+        #[arg(long)]
+        world: Option<std::path::PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: String,
+    },
     /// Start a local control plane, install the CRD and the examples, and show them.
     #[cfg(feature = "local-control-plane")]
     Demo {
@@ -45,6 +54,12 @@ async fn main() -> ExitCode {
         Command::Controller => {
             telemetry::init(cli.log_format);
             lineworks_operator::controller::run()
+                .await
+                .map_err(Into::into)
+        }
+        Command::Emulator { world, listen } => {
+            telemetry::init(cli.log_format);
+            lineworks_operator::emulator::run(world.as_deref(), &listen)
                 .await
                 .map_err(Into::into)
         }

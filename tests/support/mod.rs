@@ -5,6 +5,8 @@ use std::future::Future;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+pub mod lineworks;
+
 use lineworks_operator::control_plane::{self, ControlPlane};
 
 /// The control plane of this test binary, with the CRD installed.

@@ -1,0 +1,401 @@
+//! A LINE WORKS API 2.0 emulator, faithful to `shared/lineworks-api.md`, for tests and the demo.
+//! The real service cannot be reached from the build machines; this is the one stand-in the
+//! project allows. It reads and writes the wire format on its own (no type is shared with the
+//! client), rejects what the service would reject, and can inject faults per API.
+//!
+//! Served on one address: `/oauth2/v2.0/...` (auth), `/v1.0/...` (API) and `/admin/...` (the
+//! emulator's own control surface: world, faults, delivered messages, request counts).
+
+mod api;
+mod oauth;
+mod state;
+mod world;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Method, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+pub use state::{Delivered, Fault};
+pub use world::{AppDef, BotDef, ChannelDef, DomainDef, UserDef, World};
+
+use state::Shared;
+
+/// The API name a request is counted and faulted under.
+pub fn classify(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (_, ["admin", ..]) => "admin",
+        (&Method::POST, ["oauth2", "v2.0", "token"]) => "token",
+        (&Method::POST, ["oauth2", "v2.0", "revoke"]) => "revoke",
+        (_, ["oauth2", "v2.0", "authorize"]) => "authorize",
+        (&Method::GET, ["v1.0", "bots", _]) => "get_bot",
+        (&Method::GET, ["v1.0", "bots", _, "domains"]) => "list_bot_domains",
+        (&Method::GET, ["v1.0", "bots", _, "channels", _]) => "get_channel",
+        (&Method::GET, ["v1.0", "bots", _, "channels", _, "members"]) => "list_channel_members",
+        (&Method::POST, ["v1.0", "bots", _, "users", _, "messages"]) => "send_user_message",
+        (&Method::POST, ["v1.0", "bots", _, "channels", _, "messages"]) => "send_channel_message",
+        _ => "other",
+    }
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/oauth2/v2.0/authorize",
+            get(oauth::authorize_page).post(oauth::authorize_submit),
+        )
+        .route("/oauth2/v2.0/token", post(oauth::token))
+        .route("/oauth2/v2.0/revoke", post(oauth::revoke))
+        .route("/v1.0/bots/{bot_id}", get(api::get_bot))
+        .route("/v1.0/bots/{bot_id}/domains", get(api::list_bot_domains))
+        .route(
+            "/v1.0/bots/{bot_id}/channels/{channel_id}",
+            get(api::get_channel),
+        )
+        .route(
+            "/v1.0/bots/{bot_id}/channels/{channel_id}/members",
+            get(api::list_channel_members),
+        )
+        .route(
+            "/v1.0/bots/{bot_id}/users/{user_id}/messages",
+            post(api::send_user_message),
+        )
+        .route(
+            "/v1.0/bots/{bot_id}/channels/{channel_id}/messages",
+            post(api::send_channel_message),
+        )
+        .route("/admin/world", get(admin_world).put(admin_put_world))
+        .route(
+            "/admin/faults",
+            get(admin_faults)
+                .post(admin_add_fault)
+                .delete(admin_clear_faults),
+        )
+        .route(
+            "/admin/messages",
+            get(admin_messages).delete(admin_clear_messages),
+        )
+        .route("/admin/requests", get(admin_requests))
+        .route("/admin/tokens/expire", post(admin_expire_tokens))
+        .route("/admin/tokens/revoke-all", post(admin_revoke_all))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"code": "NOT_FOUND", "description": "no such API"})),
+            )
+        })
+        .with_state(state)
+}
+
+async fn admin_world(State(s): State<Shared>) -> impl IntoResponse {
+    axum::Json(s.lock().world.clone())
+}
+async fn admin_put_world(
+    State(s): State<Shared>,
+    axum::Json(world): axum::Json<World>,
+) -> impl IntoResponse {
+    s.lock().world = world;
+    StatusCode::NO_CONTENT
+}
+async fn admin_faults(State(s): State<Shared>) -> impl IntoResponse {
+    axum::Json(s.lock().faults.clone())
+}
+async fn admin_add_fault(
+    State(s): State<Shared>,
+    axum::Json(fault): axum::Json<Fault>,
+) -> impl IntoResponse {
+    s.lock().faults.push(fault);
+    StatusCode::CREATED
+}
+async fn admin_clear_faults(State(s): State<Shared>) -> impl IntoResponse {
+    s.lock().faults.clear();
+    StatusCode::NO_CONTENT
+}
+async fn admin_messages(State(s): State<Shared>) -> impl IntoResponse {
+    axum::Json(s.lock().delivered.clone())
+}
+async fn admin_clear_messages(State(s): State<Shared>) -> impl IntoResponse {
+    s.lock().delivered.clear();
+    StatusCode::NO_CONTENT
+}
+async fn admin_requests(State(s): State<Shared>) -> impl IntoResponse {
+    axum::Json(s.lock().requests.clone())
+}
+async fn admin_expire_tokens(State(s): State<Shared>) -> impl IntoResponse {
+    s.lock().access.clear();
+    StatusCode::NO_CONTENT
+}
+async fn admin_revoke_all(State(s): State<Shared>) -> impl IntoResponse {
+    let mut guard = s.lock();
+    guard.access.clear();
+    guard.refresh.clear();
+    StatusCode::NO_CONTENT
+}
+
+/// Why a connection is closed without an answer.
+#[derive(Debug)]
+struct DroppedByFault;
+
+impl std::fmt::Display for DroppedByFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by an injected fault")
+    }
+}
+
+impl std::error::Error for DroppedByFault {}
+
+/// Applies the fault for this request, if any, then hands it to the router.
+async fn handle(
+    state: Shared,
+    app: Router,
+    request: Request<Body>,
+) -> Result<Response<Body>, DroppedByFault> {
+    let api = classify(request.method(), request.uri().path());
+    let fault = state.lock().take_fault(api);
+    if let Some(fault) = fault {
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if fault.drop {
+            return Err(DroppedByFault);
+        }
+        if let Some(status) = fault.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = fault.body.unwrap_or_else(
+                || json!({"code": status.as_str(), "description": "injected fault"}),
+            );
+            let mut response = (status, axum::Json(body)).into_response();
+            for (name, value) in &fault.headers {
+                if let (Ok(n), Ok(v)) = (
+                    axum::http::HeaderName::try_from(name.as_str()),
+                    axum::http::HeaderValue::try_from(value.as_str()),
+                ) {
+                    response.headers_mut().insert(n, v);
+                }
+            }
+            return Ok(response);
+        }
+    }
+    match app.oneshot(request).await {
+        Ok(response) => Ok(response),
+        Err(never) => match never {},
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct Emulator {
+    state: Shared,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Emulator {
+    /// Serves `world` on `listen` (e.g. `127.0.0.1:0` for a free port).
+    pub async fn start(world: World, listen: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Shared::new(world);
+        let app = router(state.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stopped.changed() => return,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let (state, app, mut stopped) = (serve_state.clone(), app.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            handle(state.clone(), app.clone(), request.map(Body::new))
+                        },
+                    );
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { state, addr, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL of the API, for `spec.apiBaseURL`.
+    pub fn api_base_url(&self) -> String {
+        format!("http://{}/v1.0", self.addr)
+    }
+
+    /// Base URL of OAuth, for `spec.authBaseURL`.
+    pub fn auth_base_url(&self) -> String {
+        format!("http://{}/oauth2/v2.0", self.addr)
+    }
+
+    /// Messages accepted so far, oldest first.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        self.state.lock().delivered.clone()
+    }
+
+    /// Forgets the messages accepted so far.
+    pub fn clear_delivered(&self) {
+        self.state.lock().delivered.clear();
+    }
+
+    /// Requests received for an API name (see [`classify`]), faulted ones included.
+    pub fn requests(&self, api: &str) -> u64 {
+        self.state
+            .lock()
+            .requests
+            .get(api)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Requests received for every API except admin, faulted ones included.
+    pub fn total_requests(&self) -> u64 {
+        self.state
+            .lock()
+            .requests
+            .iter()
+            .filter(|(k, _)| k.as_str() != "admin")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.state.lock().faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// Changes the tenant while running (delete a user, remove the bot from a room…).
+    pub fn update_world(&self, change: impl FnOnce(&mut World)) {
+        change(&mut self.state.lock().world);
+    }
+
+    /// Invalidates every access token, as if they had expired.
+    pub fn expire_access_tokens(&self) {
+        self.state.lock().access.clear();
+    }
+
+    /// Invalidates every token (the authorizing admin's password changed).
+    pub fn revoke_all_tokens(&self) {
+        let mut guard = self.state.lock();
+        guard.access.clear();
+        guard.refresh.clear();
+    }
+
+    /// Revokes the tokens an administrator authorized (password changed, admin role removed).
+    pub fn user_password_changed(&self, user_id: &str) -> usize {
+        self.state.lock().revoke_user_tokens(user_id)
+    }
+
+    /// Refresh tokens currently valid.
+    pub fn live_refresh_tokens(&self) -> usize {
+        self.state.lock().refresh.len()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Errors of the `emulator` subcommand.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot read the world file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the world file {path} is not a valid world: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot listen on {listen}: {source}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `lineworks-operator emulator`: serves until Ctrl-C.
+pub async fn run(world_file: Option<&std::path::Path>, listen: &str) -> Result<(), EmulatorError> {
+    let world = match world_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| EmulatorError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            serde_json::from_str(&text).map_err(|source| EmulatorError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+        None => World::default(),
+    };
+    let emulator =
+        Emulator::start(world, listen)
+            .await
+            .map_err(|source| EmulatorError::Listen {
+                listen: listen.into(),
+                source,
+            })?;
+    tracing::info!(
+        api = emulator.api_base_url(),
+        auth = emulator.auth_base_url(),
+        "LINE WORKS emulator serving; admin API under /admin"
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classified_by_api() {
+        assert_eq!(classify(&Method::POST, "/oauth2/v2.0/token"), "token");
+        assert_eq!(classify(&Method::GET, "/v1.0/bots/1"), "get_bot");
+        assert_eq!(
+            classify(&Method::POST, "/v1.0/bots/1/users/a%40b/messages"),
+            "send_user_message"
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1.0/bots/1/channels/c/messages"),
+            "send_channel_message"
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1.0/bots/1/channels/c/members"),
+            "list_channel_members"
+        );
+        assert_eq!(classify(&Method::GET, "/admin/messages"), "admin");
+    }
+}
