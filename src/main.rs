@@ -25,7 +25,7 @@ enum Command {
     /// Print the LineWorksNotifier CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
-    Controller,
+    Controller(ControllerArgs),
     /// Serve the LINE WORKS API emulator (tests, demo, local development).
     Emulator {
         /// JSON file describing the tenant (domains, users, apps, bots, rooms).
@@ -44,6 +44,25 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
+    metrics_addr: std::net::SocketAddr,
+    /// Elect a leader through a Lease so several replicas never write at once.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Watch only this namespace (namespaced install); default: all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "lineworks-operator-leader")]
+    lease_name: String,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,9 +70,25 @@ async fn main() -> ExitCode {
         Command::Crd => lineworks_operator::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
-        Command::Controller => {
+        Command::Controller(args) => {
             telemetry::init(cli.log_format);
-            lineworks_operator::controller::run()
+            let settings = lineworks_operator::controller::Settings::default();
+            let lease = args
+                .leader_elect
+                .then(|| lineworks_operator::controller::LeaseOptions {
+                    namespace: args.lease_namespace,
+                    name: args.lease_name,
+                    identity: settings.instance.clone(),
+                    duration_secs: 15,
+                });
+            let options = lineworks_operator::controller::Options {
+                settings,
+                serve: Some(args.metrics_addr),
+                lease,
+                namespace: args.namespace,
+                ..Default::default()
+            };
+            lineworks_operator::controller::run(options)
                 .await
                 .map_err(Into::into)
         }

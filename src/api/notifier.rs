@@ -415,7 +415,7 @@ pub struct TestNotificationStatus {
     pub id: String,
     /// When it was sent.
     pub sent_at: Time,
-    /// Delivered (every target got it), PartiallyDelivered or Failed.
+    /// Sending, Delivered (every target got it), PartiallyDelivered or Failed.
     pub result: DeliveryResult,
     /// One entry per target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -425,6 +425,9 @@ pub struct TestNotificationStatus {
 /// Outcome of a delivery.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeliveryResult {
+    /// Recorded before the first message goes out, so a restart never sends it again; if it
+    /// stays, the operator stopped mid-send and the result is unknown.
+    Sending,
     Delivered,
     PartiallyDelivered,
     Failed,

@@ -1,20 +1,40 @@
 //! `lineworks-operator controller`: reconciles `LineWorksNotifier` objects.
 //!
-//! This first cut connects, refuses to start without the CRD (saying how to install it), and
-//! watches notifiers; token handling, checks and conditions build on it.
+//! Watches notifiers, the token Secrets they own (metadata only, by label) and the Secrets they
+//! name for credentials (metadata only; a change re-reconciles exactly the notifiers naming it).
+//! Only the holder of the leader Lease reconciles; every replica serves `/healthz`, `/readyz` and
+//! `/metrics`.
 
+mod context;
+mod credentials;
+mod metrics;
+mod reconcile;
+mod server;
+mod status;
+mod tokens;
+mod verdict;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::api::LineWorksNotifier;
+pub use context::{Context, Settings};
+pub use metrics::Metrics;
+pub use reconcile::{DEFAULT_TEST_TEXT, ReconcileError};
+pub use tokens::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL};
 
-/// Errors that stop the controller from starting.
+/// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot reach Kubernetes (kubeconfig or in-cluster config): {0}")]
@@ -29,18 +49,82 @@ pub enum StartError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot build the HTTP client for LINE WORKS: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot serve health and metrics on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election failed: {0}")]
+    Lease(String),
+    #[error("lost the leader lease; exiting so a fresh replica can take over")]
+    LostLease,
 }
 
-/// Errors of one reconcile.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {}
+/// How to run the controller.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub settings: Settings,
+    /// Health and metrics address; None serves nothing.
+    pub serve: Option<SocketAddr>,
+    /// Lease used for leader election; None runs without (single replica).
+    pub lease: Option<LeaseOptions>,
+    /// Watch one namespace only (namespaced installs); None watches all.
+    pub namespace: Option<String>,
+    /// Where metrics go (tests read them); a fresh registry by default.
+    pub metrics: Arc<Metrics>,
+}
 
-struct Context;
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    /// Seconds a lease is valid without renewal.
+    pub duration_secs: u64,
+}
 
-/// Runs the controller until the process is asked to stop.
-pub async fn run() -> Result<(), StartError> {
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            serve: None,
+            lease: None,
+            namespace: None,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// Runs against the default kubeconfig until SIGTERM/SIGINT.
+pub async fn run(options: Options) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Connect)?;
-    let crd_name = LineWorksNotifier::crd_name();
+    run_with(client, options, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs with `client` until `shutdown` completes; the entry point of tests.
+pub async fn run_with(
+    client: Client,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let crd_name = crate::api::LineWorksNotifier::crd_name();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     match crds.get_opt(crd_name).await {
         Ok(Some(_)) => {}
@@ -52,37 +136,165 @@ pub async fn run() -> Result<(), StartError> {
             });
         }
     }
-    let notifiers: Api<LineWorksNotifier> = Api::all(client);
-    tracing::info!("watching LineWorksNotifier objects in all namespaces");
-    Controller::new(notifiers, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(Context))
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile did not complete");
+    let metrics = Arc::clone(&options.metrics);
+    let health = Arc::new(server::Health::default());
+    if let Some(addr) = options.serve {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Serve { addr, source })?;
+        tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            client.clone(),
+        ));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Wait for leadership (or run at once without a lease).
+    let mut lease_state = None;
+    if let Some(lease) = &options.lease {
+        let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
+            .with_namespace(&lease.namespace)
+            .with_identity(&lease.identity)
+            .with_duration(lease.duration_secs)
+            .with_grace(lease.duration_secs.div_ceil(3).max(1))
+            .build()
+            .await
+            .map_err(|e| StartError::Lease(e.to_string()))?;
+        let (mut leader, task) = manager.watch().await;
+        health.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            identity = lease.identity,
+            lease = lease.name,
+            "waiting for the leader lease"
+        );
+        let mut stop = stop_rx.clone();
+        loop {
+            if *leader.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                changed = leader.changed() => if changed.is_err() {
+                    return Err(StartError::Lease("the lease manager stopped".into()));
+                },
+                _ = stop.changed() => {
+                    drop(leader);
+                    let _ = task.await;
+                    return Ok(());
+                }
+            }
+        }
+        tracing::info!(identity = lease.identity, "became leader");
+        metrics.leader.set(1);
+        lease_state = Some((leader, task));
+    }
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options.settings.clone(),
+        Arc::clone(&metrics),
+    )?);
+    let (notifiers, secrets): (
+        Api<crate::api::LineWorksNotifier>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        // Metadata only: the controller never caches Secret contents.
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(notifiers, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let token_secrets = watcher(
+        secrets.clone(),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .touched_objects();
+    let credential_secrets = watcher(secrets, watcher::Config::default()).touched_objects();
+    let lost_lease = Arc::new(AtomicBool::new(false));
+    let stop_controller = {
+        let mut stop = stop_rx.clone();
+        let lost = Arc::clone(&lost_lease);
+        let leader = lease_state.as_ref().map(|(rx, _)| rx.clone());
+        async move {
+            match leader {
+                Some(mut leader) => loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        changed = leader.changed() => {
+                            if changed.is_err() || !*leader.borrow_and_update() {
+                                lost.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                },
+                None => {
+                    let _ = stop.changed().await;
+                }
+            }
+        }
+    };
+    health.ready.store(true, Ordering::Relaxed);
+    let heartbeat = Arc::clone(&health);
+    controller
+        .owns_stream(token_secrets)
+        .watches_stream(credential_secrets, move |secret| {
+            // Exactly the notifiers in the Secret's namespace that name it for credentials.
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|n| n.namespace() == ns && n.spec.auth.credentials_secret_ref.name == name)
+                .map(|n| ObjectRef::from_obj(&*n))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop_controller)
+        .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
+        .for_each(|result| {
+            heartbeat.beat();
+            async move {
+                match result {
+                    Ok(_) => {}
+                    Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                        tracing::debug!(object = %r, "notifier deleted");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                }
             }
         })
         .await;
+    metrics.leader.set(0);
+    if let Some((leader, task)) = lease_state {
+        // Dropping the receiver makes the manager release the lease so a standby takes over now.
+        drop(leader);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if lost_lease.load(Ordering::Relaxed) {
+        return Err(StartError::LostLease);
+    }
     Ok(())
 }
 
-async fn reconcile(
-    notifier: Arc<LineWorksNotifier>,
-    _ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
-    tracing::info!(
-        namespace = notifier.namespace().unwrap_or_default(),
-        name = notifier.name_any(),
-        generation = notifier.metadata.generation,
-        "notifier observed"
-    );
-    Ok(Action::await_change())
-}
-
 fn error_policy(
-    _notifier: Arc<LineWorksNotifier>,
-    _error: &ReconcileError,
-    _ctx: Arc<Context>,
+    notifier: Arc<crate::api::LineWorksNotifier>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
 ) -> Action {
-    Action::requeue(Duration::from_secs(30))
+    let key = format!(
+        "{}/{}",
+        notifier.namespace().unwrap_or_default(),
+        notifier.name_any()
+    );
+    let wait = ctx.backoff(&key);
+    tracing::warn!(notifier = key, error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }

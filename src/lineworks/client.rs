@@ -87,13 +87,28 @@ impl ClientConfig {
     }
 }
 
+/// Sees every attempt: the API, its outcome (HTTP status, or "timeout"/"transport") and how long it
+/// took. Used for metrics.
+pub trait CallObserver: Send + Sync {
+    fn observe(&self, api: Api, outcome: &str, elapsed: Duration);
+}
+
 /// A LINE WORKS API 2.0 client for one domain. Cheap to clone; clones share connections and
 /// rate limiters.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LineWorksClient {
     pub(super) http: reqwest::Client,
     pub(super) config: Arc<ClientConfig>,
     limits: Arc<RateLimits>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl std::fmt::Debug for LineWorksClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineWorksClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Makes ring the process's TLS crypto provider (kube uses it too), once. Anything building a
@@ -133,7 +148,14 @@ impl LineWorksClient {
             http,
             config: Arc::new(config),
             limits,
+            observer: None,
         }
+    }
+
+    /// Reports every attempt to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -235,11 +257,17 @@ impl LineWorksClient {
                 maybe_delivered: false,
             });
         }
-        let response = build()
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(api, timeout, &e))?;
+        let started = std::time::Instant::now();
+        let sent = build().timeout(timeout).send().await;
+        if let Some(observer) = &self.observer {
+            let outcome = match &sent {
+                Ok(r) => r.status().as_str().to_string(),
+                Err(e) if e.is_timeout() => "timeout".into(),
+                Err(_) => "transport".into(),
+            };
+            observer.observe(api, &outcome, started.elapsed());
+        }
+        let response = sent.map_err(|e| transport_error(api, timeout, &e))?;
         if response.status().is_success() {
             return Ok(response);
         }

@@ -1,0 +1,153 @@
+//! What every reconcile shares: clients, pacing, the verified-checks cache, per-object backoff,
+//! the event recorder and metrics.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::metrics::{CallMetrics, Metrics};
+use crate::api::LineWorksNotifier;
+use crate::lineworks::{ClientConfig, LineWorksClient, RateLimits, RetryPolicy};
+
+/// Tunables of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Timeout of one LINE WORKS request.
+    pub request_timeout: Duration,
+    /// Longest a reconcile waits on LINE WORKS (retries included) before reporting.
+    pub call_deadline: Duration,
+    /// First and longest wait before retrying a notifier whose reconcile failed.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Reporting instance of Events (the pod name).
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            call_deadline: Duration::from_secs(20),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            instance: std::env::var("POD_NAME")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "lineworks-operator".into()),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    limits: Arc<RateLimits>,
+    http: reqwest::Client,
+    /// Per notifier: the inputs the bot checks last passed with (spec and token version), so an
+    /// unchanged notifier with a fresh token costs LINE WORKS nothing.
+    verified: Mutex<HashMap<String, String>>,
+    /// Per notifier: consecutive failed reconciles, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        crate::lineworks::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "lineworks-operator".into(),
+                instance: Some(settings.instance.clone()),
+            },
+        );
+        Ok(Self {
+            client,
+            settings,
+            recorder,
+            metrics,
+            limits: RateLimits::new(),
+            http,
+            verified: Mutex::default(),
+            failures: Mutex::default(),
+        })
+    }
+
+    /// A LINE WORKS client for this notifier's endpoints and domain budget.
+    pub fn lineworks(&self, notifier: &LineWorksNotifier) -> LineWorksClient {
+        let spec = &notifier.spec;
+        let config = ClientConfig {
+            api_base_url: spec.api_base_url().to_string(),
+            auth_base_url: spec.auth_base_url().to_string(),
+            domain: spec.domain.clone(),
+            rate_limit_per_minute: u32::try_from(spec.rate_limit_per_minute())
+                .ok()
+                .and_then(NonZeroU32::new),
+            request_timeout: self.settings.request_timeout,
+            retry: RetryPolicy {
+                deadline: self.settings.call_deadline,
+                ..RetryPolicy::default()
+            },
+        };
+        LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
+            .with_observer(Arc::new(CallMetrics(Arc::clone(&self.metrics))))
+    }
+
+    pub fn verified(&self, key: &str) -> Option<String> {
+        lock(&self.verified).get(key).cloned()
+    }
+
+    pub fn set_verified(&self, key: &str, fingerprint: Option<String>) {
+        let mut map = lock(&self.verified);
+        match fingerprint {
+            Some(f) => map.insert(key.to_string(), f),
+            None => map.remove(key),
+        };
+    }
+
+    /// The wait before the next attempt after a failure: doubling from `backoff_min`, capped,
+    /// with up to 20% jitter so many failing notifiers do not retry in step.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = lock(&self.failures);
+        let n = failures.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        let base = self
+            .settings
+            .backoff_min
+            .saturating_mul(1u32 << (*n - 1).min(16));
+        let capped = base.min(self.settings.backoff_max);
+        capped
+            .mul_f64(1.0 + rand::random::<f64>() * 0.2)
+            .min(self.settings.backoff_max)
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        lock(&self.failures).remove(key);
+    }
+
+    /// Forgets a deleted notifier.
+    pub fn forget(&self, key: &str) {
+        self.reset_backoff(key);
+        self.set_verified(key, None);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

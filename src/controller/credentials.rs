@@ -1,0 +1,140 @@
+//! The app's credentials, read from the Secret a notifier names. Missing Secrets and keys become
+//! verdicts that say which Secret and key to create; the values never leave this module except as
+//! secret types.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use sha2::{Digest, Sha256};
+
+use super::verdict::{Verdict, unauthorized};
+use crate::api::conditions::Reason;
+use crate::api::{AuthMode, LineWorksNotifier};
+use crate::lineworks::{ClientCredentials, ExposeSecret, SecretString, ServiceAccount};
+
+/// What the credentials Secret provides for a notifier.
+pub struct Credentials {
+    pub client: ClientCredentials,
+    /// Set in serviceAccount mode.
+    pub service_account: Option<ServiceAccount>,
+    /// Changes whenever any credential value changes; tokens issued under another fingerprint are
+    /// not reused.
+    pub fingerprint: String,
+}
+
+/// Reads and checks the credentials. `Err` is either an Authorized=False verdict or an API error.
+pub async fn load(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+) -> Result<Result<Credentials, Verdict>, kube::Error> {
+    let reference = &notifier.spec.auth.credentials_secret_ref;
+    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+        return Ok(Err(unauthorized(
+            Reason::CredentialsSecretMissing,
+            format!(
+                "Secret {} not found in this namespace: create it with keys {} and {} from LINE WORKS Developer Console > API 2.0 > (app){}",
+                reference.name,
+                reference.client_id_key,
+                reference.client_secret_key,
+                match notifier.spec.auth.mode {
+                    AuthMode::ServiceAccount => format!(
+                        ", plus {} and {} (Service Account)",
+                        reference.service_account_id_key, reference.private_key_key
+                    ),
+                    AuthMode::UserAccount => String::new(),
+                }
+            ),
+        )));
+    };
+    let value = |key: &str| -> Option<SecretString> {
+        let bytes = secret.data.as_ref()?.get(key)?;
+        let text = String::from_utf8(bytes.0.clone()).ok()?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| SecretString::from(text.to_string()))
+    };
+    let mut wanted = vec![
+        reference.client_id_key.as_str(),
+        reference.client_secret_key.as_str(),
+    ];
+    let sa_id_in_spec = notifier
+        .spec
+        .auth
+        .service_account
+        .as_ref()
+        .and_then(|s| s.service_account_id.clone());
+    if notifier.spec.auth.mode == AuthMode::ServiceAccount {
+        if sa_id_in_spec.is_none() {
+            wanted.push(&reference.service_account_id_key);
+        }
+        wanted.push(&reference.private_key_key);
+    }
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|k| value(k).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Err(unauthorized(
+            Reason::CredentialsKeyMissing,
+            format!(
+                "Secret {} has no (or an empty) {}: add {} from LINE WORKS Developer Console > API 2.0 > (app)",
+                reference.name,
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            ),
+        )));
+    }
+    let (Some(client_id), Some(client_secret)) = (
+        value(&reference.client_id_key),
+        value(&reference.client_secret_key),
+    ) else {
+        return Ok(Err(unauthorized(
+            Reason::CredentialsKeyMissing,
+            "credentials vanished while reading",
+        )));
+    };
+    let mut hash = Sha256::new();
+    for part in [client_id.expose_secret(), client_secret.expose_secret()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let service_account = match notifier.spec.auth.mode {
+        AuthMode::UserAccount => None,
+        AuthMode::ServiceAccount => {
+            let id = sa_id_in_spec
+                .or_else(|| {
+                    value(&reference.service_account_id_key).map(|s| s.expose_secret().to_string())
+                })
+                .unwrap_or_default();
+            let Some(key) = value(&reference.private_key_key) else {
+                return Ok(Err(unauthorized(
+                    Reason::CredentialsKeyMissing,
+                    "private key vanished while reading",
+                )));
+            };
+            hash.update(id.as_bytes());
+            hash.update([0]);
+            hash.update(key.expose_secret().as_bytes());
+            match ServiceAccount::new(id, &key) {
+                Ok(account) => Some(account),
+                Err(e) => {
+                    return Ok(Err(unauthorized(
+                        Reason::PrivateKeyInvalid,
+                        format!(
+                            "key {} of Secret {}: {e}; download the key again from Developer Console > API 2.0 > (app) > Service Account and store the whole file",
+                            reference.private_key_key, reference.name
+                        ),
+                    )));
+                }
+            }
+        }
+    };
+    let digest = hash.finalize();
+    Ok(Ok(Credentials {
+        client: ClientCredentials {
+            client_id: client_id.expose_secret().to_string(),
+            client_secret,
+        },
+        service_account,
+        fingerprint: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
+    }))
+}

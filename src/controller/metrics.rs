@@ -1,0 +1,157 @@
+//! Prometheus metrics of the controller (prometheus-client, the Prometheus project's own crate).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::lineworks::{Api, CallObserver};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub condition: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    pub grant: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabel {
+    pub api: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ResultLabel, Counter>,
+    pub failures: Family<ReasonLabel, Counter>,
+    pub token_grants: Family<TokenLabel, Counter>,
+    pub calls: Family<CallLabel, Counter>,
+    pub call_seconds: Family<ApiLabel, Histogram>,
+    pub leader: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lineworks_operator");
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        let failures = Family::<ReasonLabel, Counter>::default();
+        let token_grants = Family::<TokenLabel, Counter>::default();
+        let calls = Family::<CallLabel, Counter>::default();
+        let call_seconds = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by result (ok, error)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "condition_failures",
+            "Reconciles that left a condition not True, by condition and reason",
+            failures.clone(),
+        );
+        registry.register(
+            "token_grants",
+            "Tokens obtained from LINE WORKS, by grant (jwt, refresh) and result",
+            token_grants.clone(),
+        );
+        registry.register(
+            "lineworks_calls",
+            "LINE WORKS API attempts by API and HTTP status",
+            calls.clone(),
+        );
+        registry.register(
+            "lineworks_call_duration_seconds",
+            "LINE WORKS API attempt latency by API",
+            call_seconds.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            token_grants,
+            calls,
+            call_seconds,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Reconciles that completed without error so far.
+    pub fn reconciles_ok(&self) -> u64 {
+        self.reconciles
+            .get_or_create(&ResultLabel {
+                result: "ok".into(),
+            })
+            .get()
+    }
+
+    /// Whether this replica holds the leader lease.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Feeds the client's per-attempt reports into the metrics.
+pub struct CallMetrics(pub Arc<Metrics>);
+
+impl CallObserver for CallMetrics {
+    fn observe(&self, api: Api, outcome: &str, elapsed: Duration) {
+        self.0
+            .calls
+            .get_or_create(&CallLabel {
+                api: api.as_str().into(),
+                status: outcome.into(),
+            })
+            .inc();
+        self.0
+            .call_seconds
+            .get_or_create(&ApiLabel {
+                api: api.as_str().into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,89 @@
+//! `/healthz`, `/readyz` and `/metrics` of a controller replica.
+//!
+//! - `/healthz`: the process's async runtime is answering (a wedged runtime fails it).
+//! - `/readyz`: this replica has started (leader or standby waiting for the lease) and can reach
+//!   the Kubernetes API right now.
+//! - `/metrics`: Prometheus text format.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::Client;
+
+use super::metrics::Metrics;
+
+#[derive(Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    last_reconcile_unix: AtomicU64,
+}
+
+impl Health {
+    pub fn beat(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.last_reconcile_unix.store(now, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    client: Client,
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    client: Client,
+) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Shared {
+            metrics,
+            health,
+            client,
+        });
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "health and metrics server stopped");
+    }
+}
+
+async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+    if !s.health.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_string());
+    }
+    match tokio::time::timeout(Duration::from_secs(2), s.client.apiserver_version()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok".to_string()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kubernetes API: {e}"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Kubernetes API: no answer in 2s".to_string(),
+        ),
+    }
+}
+
+async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}

@@ -1,0 +1,188 @@
+//! Turning verdicts into status: conditions keep their lastTransitionTime unless their status
+//! flips, carry the generation they describe, and are written by server-side apply only when
+//! something changed. Transitions become Events.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::verdict::{Truth, Verdict};
+use crate::api::{LineWorksNotifier, LineWorksNotifierStatus};
+
+/// The conditions after applying `verdicts` to `old` (conditions without a verdict are kept).
+pub fn merge(
+    old: &[Condition],
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = old.to_vec();
+    for v in verdicts {
+        let previous = old.iter().find(|c| c.type_ == v.type_.as_str());
+        let last_transition_time = match previous {
+            Some(p) if p.status == v.status.as_str() => p.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        let condition = Condition {
+            type_: v.type_.as_str().into(),
+            status: v.status.as_str().into(),
+            reason: v.reason.as_str().into(),
+            message: v.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        };
+        match out.iter_mut().find(|c| c.type_ == condition.type_) {
+            Some(slot) => *slot = condition,
+            None => out.push(condition),
+        }
+    }
+    out.sort_by_key(|c| order(&c.type_));
+    out
+}
+
+fn order(type_: &str) -> usize {
+    ["Authorized", "BotInService", "TestNotified", "Ready"]
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(usize::MAX)
+}
+
+/// Verdicts whose status or reason differs from the old condition.
+pub fn transitions<'a>(old: &[Condition], verdicts: &'a [Verdict]) -> Vec<&'a Verdict> {
+    verdicts
+        .iter()
+        .filter(|v| {
+            old.iter()
+                .find(|c| c.type_ == v.type_.as_str())
+                .is_none_or(|c| c.status != v.status.as_str() || c.reason != v.reason.as_str())
+        })
+        .collect()
+}
+
+/// Writes `status` by server-side apply unless it equals what is stored.
+pub async fn apply(
+    api: &Api<LineWorksNotifier>,
+    notifier: &LineWorksNotifier,
+    status: &LineWorksNotifierStatus,
+) -> Result<bool, kube::Error> {
+    if notifier.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": "lineworks-operator.dev/v1alpha1",
+        "kind": "LineWorksNotifier",
+        "status": status,
+    });
+    api.patch_status(
+        &notifier.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// One Event per transition: Normal when a condition became True, Warning otherwise.
+pub async fn publish(recorder: &Recorder, notifier: &LineWorksNotifier, changed: &[&Verdict]) {
+    let reference = notifier.object_ref(&());
+    for v in changed {
+        let event = Event {
+            type_: if v.status == Truth::True {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: v.reason.as_str().into(),
+            note: Some(format!("{} {}: {}", v.type_, v.status.as_str(), v.message)),
+            action: format!("Set{}", v.type_),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::{ConditionType, Reason};
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("time"))
+    }
+
+    #[test]
+    fn last_transition_time_changes_only_on_a_flip() {
+        let first = merge(
+            &[],
+            &[Verdict::new(
+                ConditionType::Ready,
+                Truth::False,
+                Reason::NotAuthorized,
+                "a",
+            )],
+            Some(1),
+            &t(100),
+        );
+        let same_status = merge(
+            &first,
+            &[Verdict::new(
+                ConditionType::Ready,
+                Truth::False,
+                Reason::BotNotInService,
+                "b",
+            )],
+            Some(2),
+            &t(200),
+        );
+        assert_eq!(same_status[0].last_transition_time, t(100));
+        assert_eq!(same_status[0].reason, "BotNotInService");
+        assert_eq!(same_status[0].observed_generation, Some(2));
+        let flipped = merge(
+            &same_status,
+            &[Verdict::new(
+                ConditionType::Ready,
+                Truth::True,
+                Reason::NotifierReady,
+                "c",
+            )],
+            Some(2),
+            &t(300),
+        );
+        assert_eq!(flipped[0].last_transition_time, t(300));
+    }
+
+    #[test]
+    fn conditions_keep_a_stable_order_and_untouched_ones_survive() {
+        let a = merge(
+            &[],
+            &[
+                Verdict::new(ConditionType::Ready, Truth::True, Reason::NotifierReady, ""),
+                Verdict::new(
+                    ConditionType::Authorized,
+                    Truth::True,
+                    Reason::TokenValid,
+                    "",
+                ),
+            ],
+            Some(1),
+            &t(1),
+        );
+        let b = merge(
+            &a,
+            &[Verdict::new(
+                ConditionType::BotInService,
+                Truth::True,
+                Reason::BotReachable,
+                "",
+            )],
+            Some(1),
+            &t(2),
+        );
+        let types: Vec<_> = b.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Authorized", "BotInService", "Ready"]);
+    }
+}

@@ -1,0 +1,530 @@
+//! The controller on a real control plane against the emulator: the happy path, every failure
+//! reason produced the way a real mistake would be and fixed without a restart, the token
+//! lifecycle, the test notification across restarts, leader election and `kubectl describe`.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use lineworks_operator::emulator::Fault;
+use lineworks_operator::lineworks::{Content, SecretString};
+use serde_json::json;
+use support::lineworks::{self, BOT, LONELY_BOT, ROOM, ROOM_WITHOUT_BOT, world};
+use support::operator::{Env, WAIT, good_credentials};
+use support::{kubectl_ok, wait_for};
+
+async fn events_of(env: &Env, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
+    let env = Env::new("happy", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("reception", json!({})).await;
+    let ready = env
+        .wait_condition("reception", "Ready", "True", "NotifierReady")
+        .await;
+    assert!(
+        ready.message.contains("hogehoge@testtest") && ready.message.contains(ROOM),
+        "{}",
+        ready.message
+    );
+    env.wait_condition("reception", "Authorized", "True", "TokenValid")
+        .await;
+    env.wait_condition("reception", "BotInService", "True", "BotReachable")
+        .await;
+    env.wait_condition("reception", "TestNotified", "Unknown", "NotRequested")
+        .await;
+
+    let n = env.notifiers().get("reception").await.expect("notifier");
+    let status = n.status.clone().expect("status");
+    assert_eq!(status.bot_name.as_deref(), Some("RECEPTIONIST"));
+    assert!(status.access_token_expires_at.is_some());
+    assert_eq!(status.observed_generation, n.metadata.generation);
+    let token_secret = env
+        .secrets()
+        .get("reception-lineworks-token")
+        .await
+        .expect("token Secret");
+    let owner = &token_secret
+        .metadata
+        .owner_references
+        .as_ref()
+        .expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("LineWorksNotifier", Some(true))
+    );
+    let access = String::from_utf8(
+        token_secret.data.as_ref().expect("data")["accessToken"]
+            .0
+            .clone(),
+    )
+    .expect("utf-8");
+    let status_json = serde_json::to_string(&status).expect("json");
+    assert!(!status_json.contains(&access), "no token in status");
+
+    let events = events_of(&env, "reception").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("NotifierReady")
+                && e.type_.as_deref() == Some("Normal")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.message.as_deref().unwrap_or_default().contains(&access))
+    );
+
+    // Steady state: resyncs (here: metadata changes) make no LINE WORKS call.
+    let calls = env.emu.total_requests();
+    let reconciles = controller.metrics.reconciles_ok();
+    for i in 0..5 {
+        env.notifiers()
+            .patch(
+                "reception",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"touch": i.to_string()}}})),
+            )
+            .await
+            .expect("annotate");
+    }
+    let m = controller.metrics.clone();
+    wait_for("five more reconciles", WAIT, || {
+        let m = m.clone();
+        async move {
+            let now = m.reconciles_ok();
+            if now >= reconciles + 5 {
+                Ok(())
+            } else {
+                Err(format!("{now}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        env.emu.total_requests(),
+        calls,
+        "steady-state reconciles called LINE WORKS"
+    );
+    controller.stop().await;
+}
+
+/// Applies a notifier broken in one way, waits for the reason, checks the message names the fix,
+/// repairs the cause and waits for Ready again.
+#[tokio::test]
+async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
+    let env = Env::new("creds", world()).await;
+    let controller = env.start_controller(None);
+
+    // Missing Secret.
+    env.apply_notifier("n", json!({})).await;
+    let c = env
+        .wait_condition("n", "Authorized", "False", "CredentialsSecretMissing")
+        .await;
+    assert!(
+        c.message.contains("Secret app not found") && c.message.contains("Developer Console"),
+        "{}",
+        c.message
+    );
+    let ready = env
+        .wait_condition("n", "Ready", "False", "NotAuthorized")
+        .await;
+    assert!(ready.message.contains("Secret app"), "{}", ready.message);
+
+    // Missing key.
+    let mut partial = good_credentials();
+    partial
+        .as_object_mut()
+        .expect("object")
+        .remove("privateKey");
+    env.apply_secret("app", partial).await;
+    let c = env
+        .wait_condition("n", "Authorized", "False", "CredentialsKeyMissing")
+        .await;
+    assert!(c.message.contains("privateKey"), "{}", c.message);
+
+    // Wrong client secret.
+    let mut wrong = good_credentials();
+    wrong["clientSecret"] = json!("not-the-secret");
+    env.apply_secret("app", wrong).await;
+    let c = env
+        .wait_condition("n", "Authorized", "False", "InvalidClientCredentials")
+        .await;
+    assert!(
+        c.message.contains("Client Secret") && c.message.contains("Developer Console > API 2.0"),
+        "{}",
+        c.message
+    );
+    assert!(
+        !c.message.contains("not-the-secret"),
+        "the secret is not echoed: {}",
+        c.message
+    );
+
+    // A private key of another app, then one that is not a key at all.
+    let mut other = good_credentials();
+    other["privateKey"] = json!(lineworks::fixture("other-service-account.key"));
+    env.apply_secret("app", other).await;
+    let c = env
+        .wait_condition("n", "Authorized", "False", "PrivateKeyInvalid")
+        .await;
+    assert!(c.message.contains("Service Account"), "{}", c.message);
+    let mut garbage = good_credentials();
+    garbage["privateKey"] = json!("hello");
+    env.apply_secret("app", garbage).await;
+    env.wait_condition_saying("n", "Authorized", "False", "PrivateKeyInvalid", "not PEM")
+        .await;
+
+    // Fixed: Ready without a restart.
+    env.apply_good_secret().await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
+    let env = Env::new("bot", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+
+    // Unknown bot: fixed by correcting spec.botId.
+    env.apply_notifier("n", json!({"botId": 9_999_999})).await;
+    let c = env
+        .wait_condition("n", "BotInService", "False", "BotNotFound")
+        .await;
+    assert!(
+        c.message.contains("Developer Console > Bot"),
+        "{}",
+        c.message
+    );
+    env.patch_spec("n", json!({"botId": BOT})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+
+    // Bot not added to the domain: fixed in the admin screen (the emulator), no Kubernetes change.
+    env.patch_spec("n", json!({"botId": LONELY_BOT, "roomId": null}))
+        .await;
+    let c = env
+        .wait_condition("n", "BotInService", "False", "BotNotInDomain")
+        .await;
+    assert!(
+        c.message.contains("Bot追加") && c.message.contains("準備中"),
+        "{}",
+        c.message
+    );
+    env.emu
+        .update_world(|w| w.bots[1].domains.push(lineworks::DOMAIN_ID));
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+
+    // Bot not invited to the room: fixed by inviting it.
+    env.patch_spec("n", json!({"botId": BOT, "roomId": ROOM_WITHOUT_BOT}))
+        .await;
+    let c = env
+        .wait_condition("n", "BotInService", "False", "BotNotInRoom")
+        .await;
+    assert!(c.message.contains("招待"), "{}", c.message);
+    env.emu.update_world(|w| w.channels[1].bots.push(BOT));
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+
+    // Unknown room: fixed by correcting roomId.
+    env.patch_spec("n", json!({"roomId": "0000-nope"})).await;
+    let c = env
+        .wait_condition("n", "BotInService", "False", "RoomNotFound")
+        .await;
+    assert!(c.message.contains("チャンネルID"), "{}", c.message);
+    let ready = env
+        .wait_condition("n", "Ready", "False", "BotNotInService")
+        .await;
+    assert!(ready.message.contains("チャンネルID"));
+
+    // kubectl describe shows the reason and the fix.
+    let describe = kubectl_ok(env.plane, &["describe", "lwn", "n", "-n", &env.ns]);
+    assert!(
+        describe.contains("RoomNotFound") && describe.contains("チャンネルID"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("Warning"),
+        "events are listed: {describe}"
+    );
+
+    env.patch_spec("n", json!({"roomId": ROOM})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn token_endpoint_outage_and_suspension() {
+    let env = Env::new("outage", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.emu.add_fault(Fault {
+        api: "token".into(),
+        status: Some(503),
+        ..Default::default()
+    });
+    env.apply_notifier("n", json!({})).await;
+    let c = env
+        .wait_condition("n", "Authorized", "False", "TokenEndpointUnavailable")
+        .await;
+    assert!(c.message.contains("retrying"), "{}", c.message);
+    env.emu.clear_faults();
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+
+    env.patch_spec("n", json!({"suspend": true})).await;
+    let c = env.wait_condition("n", "Ready", "False", "Suspended").await;
+    assert!(c.message.contains("suspend"), "{}", c.message);
+    env.wait_condition("n", "BotInService", "False", "Suspended")
+        .await;
+    let calls = env.emu.total_requests();
+    env.emu.expire_access_tokens();
+    env.patch_spec("n", json!({"defaultUser": "jinji"})).await;
+    env.wait_condition("n", "Ready", "False", "Suspended").await;
+    assert_eq!(
+        env.emu.total_requests(),
+        calls,
+        "a suspended notifier makes no call"
+    );
+    env.patch_spec("n", json!({"suspend": false})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_reported() {
+    let env = Env::new("testnotify", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("n", json!({"testNotification": {"id": "1"}}))
+        .await;
+    let c = env
+        .wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
+        .await;
+    assert!(
+        c.message.contains("hogehoge@testtest") && c.message.contains(ROOM),
+        "{}",
+        c.message
+    );
+    let delivered = env.emu.delivered();
+    assert_eq!(delivered.len(), 2, "DM and room");
+    assert_eq!(delivered[0].content["text"], "LINE WORKS テスト通知");
+    assert_eq!(delivered[0].target, "hogehoge@testtest");
+    assert_eq!(delivered[1].kind, "channel");
+
+    // Restart: the new controller reconciles but never sends id 1 again.
+    controller.stop().await;
+    let controller = env.start_controller(None);
+    env.patch_spec("n", json!({"defaultUser": "hogehoge"}))
+        .await; // no-op spec, forces a look
+    env.notifiers()
+        .patch(
+            "n",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .expect("poke");
+    let m = controller.metrics.clone();
+    wait_for("the restarted controller to reconcile", WAIT, || {
+        let m = m.clone();
+        async move {
+            if m.reconciles_ok() >= 2 {
+                Ok(())
+            } else {
+                Err(m.reconciles_ok().to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        env.emu.delivered().len(),
+        2,
+        "not sent again after a restart"
+    );
+
+    // The default user is deleted in LINE WORKS: the next test notification says so.
+    env.emu.update_world(|w| w.users[0].deleted = true);
+    env.patch_spec("n", json!({"testNotification": {"id": "2"}}))
+        .await;
+    let c = env
+        .wait_condition("n", "TestNotified", "False", "DefaultUserNotFound")
+        .await;
+    assert!(
+        c.message.contains("Members") && c.message.contains("hogehoge@testtest"),
+        "{}",
+        c.message
+    );
+    env.wait_condition("n", "Ready", "False", "TestNotificationFailed")
+        .await;
+    let n = env.notifiers().get("n").await.expect("notifier");
+    let last = n
+        .status
+        .and_then(|s| s.last_test_notification)
+        .expect("recorded");
+    assert_eq!(last.targets.len(), 2);
+    assert!(
+        !last.targets[0].delivered && last.targets[1].delivered,
+        "{last:?}"
+    );
+    assert_eq!(last.targets[0].code.as_deref(), Some("NOT_FOUND"));
+
+    // Restored and tested again.
+    env.emu.update_world(|w| w.users[0].deleted = false);
+    env.patch_spec("n", json!({"testNotification": {"id": "3"}}))
+        .await;
+    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
+        .await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    let test_messages = env
+        .emu
+        .delivered()
+        .iter()
+        .filter(|d| d.content["text"] == "LINE WORKS テスト通知")
+        .count();
+    assert_eq!(
+        test_messages,
+        2 + 1 + 2,
+        "ids 1, 2 (room only) and 3, each once"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_before_expiry_without_a_failed_send() {
+    let mut w = world();
+    w.apps[0].access_token_lifetime_secs = 4;
+    w.apps[0].refresh_token_rotation = true;
+    let env = Env::new("tokens", w).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("n", json!({})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+
+    let read_token = || async {
+        let s = env
+            .secrets()
+            .get("n-lineworks-token")
+            .await
+            .expect("token Secret");
+        let data = s.data.expect("data");
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
+        (text("accessToken"), text("refreshToken"), text("expiresAt"))
+    };
+    let (first_access, first_refresh, first_expiry) = read_token().await;
+    let client = lineworks::client(&env.emu, Duration::from_secs(3), None);
+    let mut seen = vec![first_access.clone()];
+    let mut failures = Vec::new();
+    let started = std::time::Instant::now();
+    // Send with whatever token the Secret holds, as the relay will, across several lifetimes.
+    while started.elapsed() < Duration::from_secs(10) {
+        let (access, _, _) = read_token().await;
+        if !seen.contains(&access) {
+            seen.push(access.clone());
+        }
+        if let Err(e) = client
+            .send_to_user(
+                &SecretString::from(access),
+                BOT,
+                "hogehoge@testtest",
+                &Content::text("ping"),
+            )
+            .await
+        {
+            failures.push(e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(failures.is_empty(), "sends failed: {failures:?}");
+    assert!(
+        seen.len() >= 3,
+        "renewed at least twice in 10 s of 4-s tokens: {}",
+        seen.len()
+    );
+    let (_, refresh, expiry) = read_token().await;
+    assert_ne!(
+        refresh, first_refresh,
+        "rotation ON: the stored refresh token follows"
+    );
+    assert!(expiry > first_expiry);
+    assert_eq!(
+        env.emu.live_refresh_tokens(),
+        1,
+        "exactly one live refresh token: none lost, none leaked"
+    );
+
+    let n = env.notifiers().get("n").await.expect("notifier");
+    let status = serde_json::to_string(&n.status).expect("json");
+    let events = format!("{:?}", events_of(&env, "n").await);
+    for token in &seen {
+        assert!(
+            !status.contains(token.as_str()) && !events.contains(token.as_str()),
+            "a token leaked"
+        );
+    }
+    assert!(!status.contains(&refresh) && !events.contains(&refresh));
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over() {
+    let env = Env::new("leader", world()).await;
+    env.apply_good_secret().await;
+    let a = env.start_controller(Some("replica-a"));
+    wait_for("replica a to lead", WAIT, || {
+        let m = a.metrics.clone();
+        async move {
+            if m.is_leader() {
+                Ok(())
+            } else {
+                Err("standby".into())
+            }
+        }
+    })
+    .await;
+    let b = env.start_controller(Some("replica-b"));
+    env.apply_notifier("n", json!({})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    assert!(a.metrics.reconciles_ok() > 0);
+    assert!(!b.metrics.is_leader());
+    assert_eq!(b.metrics.reconciles_ok(), 0, "the standby wrote nothing");
+
+    a.stop().await;
+    wait_for("replica b to take over", WAIT, || {
+        let m = b.metrics.clone();
+        async move {
+            if m.is_leader() {
+                Ok(())
+            } else {
+                Err("standby".into())
+            }
+        }
+    })
+    .await;
+    env.patch_spec("n", json!({"roomId": ROOM_WITHOUT_BOT}))
+        .await;
+    env.wait_condition("n", "BotInService", "False", "BotNotInRoom")
+        .await;
+    assert!(b.metrics.reconciles_ok() > 0, "the new leader reconciles");
+    b.stop().await;
+}

@@ -1,0 +1,225 @@
+//! A namespace with an emulator and a controller watching only that namespace, plus helpers to
+//! apply notifiers and wait for conditions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::control_plane::ControlPlane;
+use lineworks_operator::controller::{self, LeaseOptions, Metrics, Options, Settings};
+use lineworks_operator::emulator::{Emulator, World};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::lineworks::{self, BOT, CLIENT_ID, CLIENT_SECRET, DOMAIN, ROOM, SERVICE_ACCOUNT};
+use super::{control_plane_with_crd, wait_for};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub plane: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub emu: Emulator,
+}
+
+/// A running controller; dropping the handle stops it.
+pub struct Running {
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), controller::StartError>>,
+}
+
+impl Running {
+    /// Stops gracefully and waits for the controller to return.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        request_timeout: Duration::from_secs(2),
+        call_deadline: Duration::from_secs(3),
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        instance: "test-controller".into(),
+    }
+}
+
+impl Env {
+    pub async fn new(prefix: &str, world: World) -> Self {
+        let plane = control_plane_with_crd().await;
+        let client = plane.client().await.expect("client");
+        let ns = plane
+            .create_namespace(&client, prefix)
+            .await
+            .expect("namespace");
+        let emu = lineworks::emulator(world).await;
+        Self {
+            plane,
+            client,
+            ns,
+            emu,
+        }
+    }
+
+    pub fn start_controller(&self, lease_identity: Option<&str>) -> Running {
+        let metrics = Arc::new(Metrics::default());
+        let (stop, mut stopped) = watch::channel(false);
+        let options = Options {
+            settings: settings(),
+            serve: None,
+            lease: lease_identity.map(|identity| LeaseOptions {
+                namespace: self.ns.clone(),
+                name: "lineworks-operator-leader".into(),
+                identity: identity.into(),
+                duration_secs: 3,
+            }),
+            namespace: Some(self.ns.clone()),
+            metrics: Arc::clone(&metrics),
+        };
+        let client = self.client.clone();
+        let task = tokio::spawn(controller::run_with(client, options, async move {
+            let _ = stopped.changed().await;
+        }));
+        Running {
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    pub fn notifiers(&self) -> Api<LineWorksNotifier> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Server-side applies the credentials Secret with the given string data.
+    pub async fn apply_secret(&self, name: &str, data: Value) {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data});
+        self.secrets()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("secret applied");
+    }
+
+    /// The app's full credentials.
+    pub async fn apply_good_secret(&self) {
+        self.apply_secret("app", good_credentials()).await;
+    }
+
+    /// A notifier of the test tenant; `spec` fields override the defaults.
+    pub async fn apply_notifier(&self, name: &str, spec: Value) {
+        let mut base = json!({
+            "botId": BOT,
+            "domain": DOMAIN,
+            "defaultUser": "hogehoge",
+            "roomId": ROOM,
+            "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "app"}},
+            "apiBaseURL": self.emu.api_base_url(),
+            "authBaseURL": self.emu.auth_base_url(),
+        });
+        if let (Some(base), Some(over)) = (base.as_object_mut(), spec.as_object()) {
+            for (k, v) in over {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        let object = json!({
+            "apiVersion": "lineworks-operator.dev/v1alpha1",
+            "kind": "LineWorksNotifier",
+            "metadata": {"name": name},
+            "spec": base,
+        });
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &kube::core::ApiResource::erase::<LineWorksNotifier>(&()),
+        );
+        api.patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .expect("notifier applied");
+    }
+
+    /// Merge-patches the notifier's spec.
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        self.notifiers()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .expect("spec patched");
+    }
+
+    /// Waits until condition `type_` has `status` and `reason` for the current generation.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Condition {
+        self.wait_condition_saying(name, type_, status, reason, "")
+            .await
+    }
+
+    /// Like `wait_condition`, also waiting for the message to contain `fragment`.
+    pub async fn wait_condition_saying(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        fragment: &str,
+    ) -> Condition {
+        let api = self.notifiers();
+        wait_for(&format!("{name} {type_}={status} ({reason})"), WAIT, || {
+            let api = api.clone();
+            async move {
+                let n = api.get(name).await.map_err(|e| e.to_string())?;
+                let c = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
+                    .ok_or("no such condition yet")?;
+                if c.status == status
+                    && c.reason == reason
+                    && c.message.contains(fragment)
+                    && c.observed_generation == n.metadata.generation
+                {
+                    Ok(c)
+                } else {
+                    Err(format!("{} {}: {}", c.status, c.reason, c.message))
+                }
+            }
+        })
+        .await
+    }
+}
+
+pub fn good_credentials() -> Value {
+    json!({
+        "clientId": CLIENT_ID,
+        "clientSecret": CLIENT_SECRET,
+        "serviceAccountId": SERVICE_ACCOUNT,
+        "privateKey": lineworks::fixture("service-account.key"),
+    })
+}
