@@ -528,3 +528,101 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     assert!(b.metrics.reconciles_ok() > 0, "the new leader reconciles");
     b.stop().await;
 }
+
+/// The real binary, as a Deployment runs it: health, readiness and metrics answer, SIGTERM stops
+/// it cleanly, and nothing secret reaches its logs even at debug level.
+#[tokio::test]
+async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
+    let mut w = world();
+    w.apps[0].access_token_lifetime_secs = 3;
+    let env = Env::new("binary", w).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let logs = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+        .args(["controller", "--namespace", &env.ns, "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", env.plane.kubeconfig_path())
+        .env("RUST_LOG", "debug")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(logs.reopen().expect("log file"))
+        .spawn()
+        .expect("controller starts");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for("/readyz", WAIT, || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            match http.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.expect("healthz").status(), 200);
+
+    let mut wrong = good_credentials();
+    wrong["clientSecret"] = json!("wrong-secret-value-123");
+    env.apply_secret("app", wrong).await;
+    env.apply_notifier("n", json!({"testNotification": {"id": "a"}})).await;
+    env.wait_condition("n", "Authorized", "False", "InvalidClientCredentials").await;
+    env.apply_good_secret().await;
+    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered").await;
+    let first = env.secrets().get("n-lineworks-token").await.expect("token Secret");
+    let token_of = |s: &k8s_openapi::api::core::v1::Secret, k: &str| {
+        String::from_utf8(s.data.as_ref().expect("data")[k].0.clone()).expect("utf-8")
+    };
+    let first_access = token_of(&first, "accessToken");
+    wait_for("a renewed token", WAIT, || {
+        let (secrets, first_access) = (env.secrets(), first_access.clone());
+        async move {
+            let s = secrets.get("n-lineworks-token").await.map_err(|e| e.to_string())?;
+            let access = String::from_utf8(s.data.expect("data")["accessToken"].0.clone()).expect("utf-8");
+            if access != first_access { Ok(()) } else { Err("same token".into()) }
+        }
+    })
+    .await;
+    let last = env.secrets().get("n-lineworks-token").await.expect("token Secret");
+
+    let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for name in [
+        "lineworks_operator_reconciles_total",
+        "lineworks_operator_token_grants_total",
+        "lineworks_operator_lineworks_calls_total{api=\"get_bot\",status=\"200\"}",
+        "lineworks_operator_lineworks_call_duration_seconds_bucket",
+        "lineworks_operator_condition_failures_total{condition=\"Authorized\",reason=\"InvalidClientCredentials\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} in:\n{metrics}");
+    }
+
+    // SIGTERM: a clean, prompt exit.
+    // SAFETY: plain syscall on the child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+
+    let text = std::fs::read_to_string(logs.path()).expect("logs");
+    assert!(text.lines().count() > 10, "debug logs were written");
+    assert!(text.lines().all(|l| l.starts_with('{')), "JSON lines");
+    let key_line = lineworks::fixture("service-account.key").lines().nth(1).expect("key").to_string();
+    for secret in [
+        token_of(&first, "accessToken"),
+        token_of(&first, "refreshToken"),
+        token_of(&last, "accessToken"),
+        lineworks::CLIENT_SECRET.to_string(),
+        "wrong-secret-value-123".to_string(),
+        key_line,
+    ] {
+        assert!(!text.contains(&secret), "a secret is in the logs");
+    }
+}
