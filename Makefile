@@ -19,8 +19,8 @@ lint:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
 ## bench: benchmarks that print figures (medians of alternating rounds, ratios to a baseline)
-bench:
-	$(CARGO) bench --locked --bench dm_send
+bench: k8s-binaries
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) bench --locked --bench dm_send --bench controller
 
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:

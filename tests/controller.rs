@@ -536,10 +536,20 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     let mut w = world();
     w.apps[0].access_token_lifetime_secs = 3;
     let env = Env::new("binary", w).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let logs = tempfile::NamedTempFile::new().expect("log file");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
-        .args(["controller", "--namespace", &env.ns, "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "controller",
+            "--namespace",
+            &env.ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("KUBECONFIG", env.plane.kubeconfig_path())
         .env("RUST_LOG", "debug")
         .env("LOG_FORMAT", "json")
@@ -560,16 +570,30 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
         }
     })
     .await;
-    assert_eq!(http.get(format!("{base}/healthz")).send().await.expect("healthz").status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
 
     let mut wrong = good_credentials();
     wrong["clientSecret"] = json!("wrong-secret-value-123");
     env.apply_secret("app", wrong).await;
-    env.apply_notifier("n", json!({"testNotification": {"id": "a"}})).await;
-    env.wait_condition("n", "Authorized", "False", "InvalidClientCredentials").await;
+    env.apply_notifier("n", json!({"testNotification": {"id": "a"}}))
+        .await;
+    env.wait_condition("n", "Authorized", "False", "InvalidClientCredentials")
+        .await;
     env.apply_good_secret().await;
-    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered").await;
-    let first = env.secrets().get("n-lineworks-token").await.expect("token Secret");
+    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
+        .await;
+    let first = env
+        .secrets()
+        .get("n-lineworks-token")
+        .await
+        .expect("token Secret");
     let token_of = |s: &k8s_openapi::api::core::v1::Secret, k: &str| {
         String::from_utf8(s.data.as_ref().expect("data")[k].0.clone()).expect("utf-8")
     };
@@ -577,15 +601,34 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     wait_for("a renewed token", WAIT, || {
         let (secrets, first_access) = (env.secrets(), first_access.clone());
         async move {
-            let s = secrets.get("n-lineworks-token").await.map_err(|e| e.to_string())?;
-            let access = String::from_utf8(s.data.expect("data")["accessToken"].0.clone()).expect("utf-8");
-            if access != first_access { Ok(()) } else { Err("same token".into()) }
+            let s = secrets
+                .get("n-lineworks-token")
+                .await
+                .map_err(|e| e.to_string())?;
+            let access =
+                String::from_utf8(s.data.expect("data")["accessToken"].0.clone()).expect("utf-8");
+            if access != first_access {
+                Ok(())
+            } else {
+                Err("same token".into())
+            }
         }
     })
     .await;
-    let last = env.secrets().get("n-lineworks-token").await.expect("token Secret");
+    let last = env
+        .secrets()
+        .get("n-lineworks-token")
+        .await
+        .expect("token Secret");
 
-    let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for name in [
         "lineworks_operator_reconciles_total",
         "lineworks_operator_token_grants_total",
@@ -606,7 +649,10 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
@@ -614,7 +660,11 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     let text = std::fs::read_to_string(logs.path()).expect("logs");
     assert!(text.lines().count() > 10, "debug logs were written");
     assert!(text.lines().all(|l| l.starts_with('{')), "JSON lines");
-    let key_line = lineworks::fixture("service-account.key").lines().nth(1).expect("key").to_string();
+    let key_line = lineworks::fixture("service-account.key")
+        .lines()
+        .nth(1)
+        .expect("key")
+        .to_string();
     for secret in [
         token_of(&first, "accessToken"),
         token_of(&first, "refreshToken"),
@@ -625,4 +675,43 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     ] {
         assert!(!text.contains(&secret), "a secret is in the logs");
     }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_outage_during_renewal_keeps_the_current_token_in_use() {
+    let mut w = world();
+    w.apps[0].access_token_lifetime_secs = 8;
+    let env = Env::new("renewal", w).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("n", json!({})).await;
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    env.emu.add_fault(Fault {
+        api: "token".into(),
+        status: Some(503),
+        ..Default::default()
+    });
+    let c = env
+        .wait_condition_saying("n", "Authorized", "True", "TokenValid", "renewal failed")
+        .await;
+    assert!(
+        c.message.contains("TokenEndpointUnavailable") || c.message.contains("not answering"),
+        "{}",
+        c.message
+    );
+    env.wait_condition("n", "Ready", "True", "NotifierReady")
+        .await;
+    env.emu.clear_faults();
+    let c = env
+        .wait_condition_saying(
+            "n",
+            "Authorized",
+            "True",
+            "TokenValid",
+            "renewed automatically",
+        )
+        .await;
+    assert!(!c.message.contains("failed"));
+    controller.stop().await;
 }

@@ -369,6 +369,23 @@ async fn authorize(
         Ok(t) => t,
         Err(e) => {
             let verdict = token_failure(notifier, &e, findings);
+            // A renewal that failed for a passing reason leaves the current token in use while it
+            // lasts: an outage of the token endpoint must not take a working notifier down.
+            if let Some(current) = usable
+                .as_ref()
+                .filter(|s| s.tokens.expires_at() > now && !force_new)
+                && findings.transient
+            {
+                let mut authorized = accept(&current.tokens, findings);
+                findings.set(Verdict::new(
+                    ConditionType::Authorized,
+                    Truth::True,
+                    Reason::TokenValid,
+                    format!("renewal failed ({}); the current token stays valid until it expires, retrying with backoff", verdict.message),
+                ));
+                authorized.renew_at = now;
+                return Ok(Some(authorized));
+            }
             findings.set(verdict);
             return Ok(None);
         }
