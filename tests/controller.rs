@@ -89,8 +89,9 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
 
     // Steady state: resyncs (here: metadata changes) make no LINE WORKS call.
     let calls = env.emu.total_requests();
-    let reconciles = controller.metrics.reconciles_ok();
     for i in 0..5 {
+        // One resync at a time, each waited for (the controller coalesces queued ones).
+        let before = controller.metrics.reconciles_ok();
         env.notifiers()
             .patch(
                 "reception",
@@ -99,25 +100,38 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
             )
             .await
             .expect("annotate");
-    }
-    let m = controller.metrics.clone();
-    wait_for("five more reconciles", WAIT, || {
-        let m = m.clone();
-        async move {
-            let now = m.reconciles_ok();
-            if now >= reconciles + 5 {
-                Ok(())
-            } else {
-                Err(format!("{now}"))
+        let m = controller.metrics.clone();
+        wait_for("a resync reconcile", WAIT, || {
+            let m = m.clone();
+            async move {
+                let now = m.reconciles_ok();
+                if now > before {
+                    Ok(())
+                } else {
+                    Err(format!("{now}"))
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
+    }
     assert_eq!(
         env.emu.total_requests(),
         calls,
         "steady-state reconciles called LINE WORKS"
     );
+
+    // A Ready notifier has nothing scheduled for hours; a change to its credentials Secret
+    // reaches it through the watch alone.
+    let mut wrong = good_credentials();
+    wrong["clientSecret"] = json!("rotated-by-someone");
+    env.apply_secret("app", wrong).await;
+    env.wait_condition(
+        "reception",
+        "Authorized",
+        "False",
+        "InvalidClientCredentials",
+    )
+    .await;
     controller.stop().await;
 }
 
