@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries crds build bench clean-cache
+.PHONY: demo test lint k8s-binaries crds openapi build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -25,6 +25,10 @@ bench: k8s-binaries
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:
 	@scripts/k8s-binaries.sh >/dev/null
+
+## openapi: regenerate the committed relay OpenAPI document
+openapi:
+	$(CARGO) run --quiet -- relay-openapi > docs/relay-openapi.json
 
 ## crds: regenerate the committed CRD from the Rust types
 crds:

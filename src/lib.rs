@@ -9,6 +9,7 @@ pub mod crd;
 pub mod demo;
 pub mod emulator;
 pub mod lineworks;
+pub mod relay;
 pub mod telemetry;
 
 /// Field manager of every server-side apply the operator makes.

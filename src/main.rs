@@ -26,6 +26,10 @@ enum Command {
     Crd,
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Controller(ControllerArgs),
+    /// Serve visitor notifications over HTTP (sidecar or Deployment).
+    Relay(RelayArgs),
+    /// Print the relay's OpenAPI document.
+    RelayOpenapi,
     /// Serve the LINE WORKS API emulator (tests, demo, local development).
     Emulator {
         /// JSON file describing the tenant (domains, users, apps, bots, rooms).
@@ -63,6 +67,25 @@ struct ControllerArgs {
     lease_name: String,
 }
 
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Address to serve on; 127.0.0.1 for a sidecar.
+    #[arg(long, default_value = "127.0.0.1:8090", env = "RELAY_LISTEN")]
+    listen: std::net::SocketAddr,
+    /// Sidecar mode: the notifier (namespace/name) served at /v1/notifications.
+    #[arg(long, env = "RELAY_NOTIFIER")]
+    notifier: Option<String>,
+    /// Watch one namespace (Deployment mode); default all.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// File holding the bearer token callers must present (a mounted Secret).
+    #[arg(long, env = "RELAY_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Serve without a bearer token (only allowed on a loopback address).
+    #[arg(long)]
+    no_auth: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +115,17 @@ async fn main() -> ExitCode {
                 .await
                 .map_err(Into::into)
         }
+        Command::Relay(args) => {
+            telemetry::init(cli.log_format);
+            match relay_options(args) {
+                Ok(options) => lineworks_operator::relay::run(options).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::RelayOpenapi => {
+            print!("{}", lineworks_operator::relay::openapi::document_text());
+            Ok(())
+        }
         Command::Emulator { world, listen } => {
             telemetry::init(cli.log_format);
             lineworks_operator::emulator::run(world.as_deref(), &listen)
@@ -110,4 +144,35 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOptions, String> {
+    let mut options = lineworks_operator::relay::RelayOptions::new(args.listen);
+    options.namespace = args.namespace;
+    if let Some(n) = args.notifier {
+        let (ns, name) = n
+            .split_once('/')
+            .ok_or_else(|| format!("--notifier {n:?} must be namespace/name"))?;
+        options.notifier = Some((ns.to_string(), name.to_string()));
+    }
+    options.token = match (args.token_file, args.no_auth) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read the relay token file {}: {e}", path.display()))?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(format!("the relay token file {} is empty", path.display()));
+            }
+            Some(lineworks_operator::lineworks::SecretString::from(
+                text.to_string(),
+            ))
+        }
+        (None, true) => None,
+        (None, false) => {
+            return Err(
+                "give --token-file (a mounted Secret), or --no-auth on a loopback address".into(),
+            );
+        }
+    };
+    Ok(options)
 }

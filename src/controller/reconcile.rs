@@ -306,6 +306,12 @@ async fn authorize(
     };
     let now = SystemTime::now();
     let usable = stored.filter(|s| s.fingerprint == credentials.fingerprint);
+    // The relay saw LINE WORKS reject this very token (annotation = its fingerprint): renew.
+    let force_new = force_new
+        || usable.as_ref().is_some_and(|s| {
+            notifier.annotations().get(crate::relay::REFRESH_ANNOTATION)
+                == Some(&crate::lineworks::token_fingerprint(&s.tokens.access_token))
+        });
     if let Some(s) = &usable
         && !force_new
         && tokens::renew_at(&s.tokens) > now

@@ -117,3 +117,11 @@ pub struct Refreshed {
     pub tokens: TokenSet,
     pub rotated: bool,
 }
+
+/// A short, one-way name for a token (first 64 bits of its SHA-256), so two processes can say
+/// "this token" to each other without passing the token.
+pub fn token_fingerprint(token: &SecretString) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.expose_secret().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

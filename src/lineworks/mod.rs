@@ -17,6 +17,7 @@ pub use client::{
 };
 pub use credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
+    token_fingerprint,
 };
 pub use error::{Api, ErrorBody, LineWorksError};
 pub use limiter::{RateLimits, quota};

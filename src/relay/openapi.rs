@@ -1,0 +1,142 @@
+//! The relay's OpenAPI 3.1 document, generated from the wire types' JSON Schemas (schemars), served
+//! at `/openapi.json` and committed as `docs/relay-openapi.json` (a test fails when it drifts).
+
+use schemars::{SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Value, json};
+
+use super::api::{NotificationRequest, NotificationResult, Problem, Readiness};
+
+/// Where the generated document is committed, relative to the repository root.
+pub const OPENAPI_PATH: &str = "docs/relay-openapi.json";
+
+fn schemas() -> Value {
+    let mut generator = SchemaGenerator::new(SchemaSettings::openapi3().with(|s| {
+        s.definitions_path = "#/components/schemas/".into();
+    }));
+    let mut all = serde_json::Map::new();
+    for (name, schema) in [
+        (
+            "NotificationRequest",
+            generator.subschema_for::<NotificationRequest>(),
+        ),
+        (
+            "NotificationResult",
+            generator.subschema_for::<NotificationResult>(),
+        ),
+        ("Problem", generator.subschema_for::<Problem>()),
+        ("Readiness", generator.subschema_for::<Readiness>()),
+    ] {
+        all.insert(name.into(), schema.to_value());
+    }
+    for (name, schema) in generator.take_definitions(true) {
+        all.insert(name, schema);
+    }
+    // Top-level entries that are only references point to their own definition.
+    all.retain(|_, v| v.get("$ref").is_none());
+    Value::Object(all)
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn problems(codes: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|(code, why)| {
+            (
+                code.to_string(),
+                json!({"description": why, "content": {"application/problem+json": {"schema": reference("Problem")}}}),
+            )
+        })
+        .collect()
+}
+
+fn notify_operation(summary: &str, with_body: bool) -> Value {
+    let mut responses = serde_json::Map::new();
+    for (code, why) in [
+        ("200", "Delivered to every target"),
+        ("207", "Delivered to some targets; see each target"),
+        ("502", "Delivered to no target; see each target"),
+    ] {
+        responses.insert(
+            code.into(),
+            json!({"description": why, "content": {"application/json": {"schema": reference("NotificationResult")}}}),
+        );
+    }
+    responses.extend(problems(&[
+        ("400", "Malformed body or a field over its limit"),
+        ("401", "Missing or wrong bearer token"),
+        ("404", "Unknown notifier or route"),
+        ("409", "Idempotency key reused with a different body"),
+        ("413", "Body too large"),
+        ("415", "Not application/json"),
+        ("429", "Queue full; retry after the Retry-After seconds"),
+        ("503", "The notifier is suspended or not Ready"),
+    ]));
+    let mut op = json!({"summary": summary, "responses": responses, "security": [{"bearer": []}]});
+    if with_body {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": reference("NotificationRequest")}}});
+        op["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}}]);
+    }
+    op
+}
+
+fn readiness_operation() -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "200".into(),
+        json!({"description": "The notifier's readiness", "content": {"application/json": {"schema": reference("Readiness")}}}),
+    );
+    responses.extend(problems(&[
+        ("401", "Missing or wrong bearer token"),
+        ("404", "Unknown notifier"),
+    ]));
+    json!({"summary": "Whether the notifier can take notifications", "responses": responses, "security": [{"bearer": []}]})
+}
+
+fn with_path_params(mut op: Value) -> Value {
+    op["parameters"] = {
+        let mut params = vec![
+            json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}}),
+            json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        ];
+        if let Some(existing) = op.get("parameters").and_then(Value::as_array) {
+            params.extend(existing.iter().cloned());
+        }
+        Value::Array(params)
+    };
+    op
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "lineworks-operator relay",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Visitor notifications to LINE WORKS: a DM to the host (or the notifier's default user) and a message in the notifier's talk room."
+        },
+        "paths": {
+            "/v1/notifiers/{namespace}/{name}/notifications": {"post": with_path_params(notify_operation("Notify a visitor's arrival", true))},
+            "/v1/notifiers/{namespace}/{name}/test-notification": {"post": with_path_params(notify_operation("Send the test notification (the テスト通知 button)", false))},
+            "/v1/notifiers/{namespace}/{name}": {"get": with_path_params(readiness_operation())},
+            "/v1/notifications": {"post": notify_operation("Sidecar mode: notify through the relay's own notifier", true)},
+            "/v1/test-notification": {"post": notify_operation("Sidecar mode: send the test notification", false)},
+            "/v1/notifier": {"get": readiness_operation()},
+        },
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        }
+    })
+}
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn document_text() -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&document()).unwrap_or_default()
+    )
+}

@@ -1,0 +1,555 @@
+//! The relay with a real control plane, the controller and the emulator.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lineworks_operator::emulator::Fault;
+use lineworks_operator::lineworks::SecretString;
+use lineworks_operator::relay::{self, RelayHandle, RelayOptions};
+use serde_json::{Value, json};
+use support::lineworks::{ROOM, world};
+use support::operator::{Env, Running};
+
+const TOKEN: &str = "relay-token-for-tests";
+
+struct Setup {
+    env: Env,
+    controller: Running,
+    relay: RelayHandle,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn new(prefix: &str, spec: Value, tune: impl FnOnce(&mut RelayOptions)) -> Self {
+        let env = Env::new(prefix, world()).await;
+        let controller = env.start_controller(None);
+        env.apply_good_secret().await;
+        // A Standard-plan budget, so the tests are not paced at the Free plan's 60 per minute.
+        let mut spec = spec;
+        if let Some(map) = spec.as_object_mut() {
+            map.entry("rateLimitPerMinute").or_insert(json!(240));
+        }
+        env.apply_notifier("front", spec).await;
+        env.wait_condition("front", "Ready", "True", "NotifierReady")
+            .await;
+        let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+        options.namespace = Some(env.ns.clone());
+        options.notifier = Some((env.ns.clone(), "front".into()));
+        options.token = Some(SecretString::from(TOKEN));
+        options.deadline = Duration::from_secs(3);
+        options.request_timeout = Duration::from_secs(2);
+        tune(&mut options);
+        let relay = relay::start(env.client.clone(), options)
+            .await
+            .expect("relay starts");
+        let setup = Self {
+            env,
+            controller,
+            relay,
+            http: reqwest::Client::new(),
+        };
+        setup.wait_relay_ready().await;
+        setup
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.relay.addr)
+    }
+
+    async fn wait_relay_ready(&self) {
+        support::wait_for(
+            "relay sees the Ready notifier",
+            support::operator::WAIT,
+            || async {
+                let r = self
+                    .http
+                    .get(self.url("/v1/notifier"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let body: Value = r.json().await.map_err(|e| e.to_string())?;
+                if body["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("answer");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn notify(&self, body: Value) -> (u16, Value) {
+        let path = format!("/v1/notifiers/{}/front/notifications", self.env.ns);
+        self.post(&path, body).await
+    }
+
+    async fn stop(self) {
+        self.relay.shutdown().await;
+        self.controller.stop().await;
+    }
+}
+
+fn visitor() -> Value {
+    json!({"name": "佐藤", "company": "株式会社サンプル", "count": 2, "purpose": "打ち合わせ"})
+}
+
+#[tokio::test]
+async fn a_visitor_reaches_the_host_by_dm_and_the_room() {
+    let s = Setup::new("relay-both", json!({}), |_| {}).await;
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "delivered");
+    assert_eq!(body["fallback"], false);
+    let targets = body["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 2);
+    assert_eq!(
+        (targets[0]["kind"].as_str(), targets[0]["id"].as_str()),
+        (Some("user"), Some("jinji@testtest"))
+    );
+    assert_eq!(targets[1]["id"], ROOM);
+    let delivered = s.env.emu.delivered();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[0].resolved, "u-jinji");
+    let text = delivered[0].content["text"].as_str().expect("text");
+    assert!(
+        text.contains("株式会社サンプル 佐藤 様（2名）") && text.contains("jinji"),
+        "{text}"
+    );
+
+    // The sidecar path and the test button.
+    let (status, body) = s
+        .post("/v1/notifications", json!({"visitor": visitor()}))
+        .await;
+    assert_eq!(
+        (status, body["fallback"].as_bool()),
+        (200, Some(true)),
+        "no host → default user"
+    );
+    let (status, _) = s.post("/v1/test-notification", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.env
+            .emu
+            .delivered()
+            .last()
+            .map(|d| d.content["text"].clone()),
+        Some(json!("LINE WORKS テスト通知"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn dm_only_unknown_hosts_fall_back_and_routes_have_their_own_targets() {
+    let spec = json!({"roomId": null, "routes": [
+        {"name": "interview", "user": "jinji"},
+        {"name": "delivery", "roomId": ROOM},
+    ]});
+    let s = Setup::new("relay-dm", spec, |_| {}).await;
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "nobody"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fallback"], true);
+    let targets = body["targets"].as_array().expect("targets");
+    assert_eq!(
+        targets.len(),
+        2,
+        "DM only: the skipped host and the default user, no room"
+    );
+    assert_eq!(
+        (targets[0]["status"].as_str(), targets[0]["id"].as_str()),
+        (Some("skipped"), Some("nobody@testtest"))
+    );
+    assert_eq!(
+        (targets[1]["status"].as_str(), targets[1]["id"].as_str()),
+        (Some("delivered"), Some("hogehoge@testtest"))
+    );
+
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "route": "delivery"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["targets"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["targets"][0]["kind"], "room");
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "route": "interview"}))
+        .await;
+    assert_eq!(
+        (status, body["targets"][0]["id"].as_str()),
+        (200, Some("jinji@testtest"))
+    );
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "route": "parcel"}))
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interview"),
+        "{body}"
+    );
+    let kinds: Vec<String> = s
+        .env
+        .emu
+        .delivered()
+        .iter()
+        .map(|d| d.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["user", "channel", "user"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn templates_render_japanese_and_hostile_input_stays_literal() {
+    let spec = json!({"templates": {"visitor": {"text": "{{name}}様 ({{company}}) → {{host}}",
+        "i18nTexts": [{"language": "en_US", "text": "{{name}} of {{company}}"}]}}});
+    let s = Setup::new("relay-tpl", spec, |_| {}).await;
+    let (status, _) = s
+        .notify(json!({"visitor": {"name": "{{company}}\u{0007}\u{202e}鈴木", "company": "<b>ACME</b>"}, "host": "hogehoge"}))
+        .await;
+    assert_eq!(status, 200);
+    let d = &s.env.emu.delivered()[0];
+    assert_eq!(
+        d.content["text"],
+        "{{company}}鈴木様 (<b>ACME</b>) → hogehoge"
+    );
+    assert_eq!(
+        d.content["i18nTexts"][0]["text"],
+        "{{company}}鈴木 of <b>ACME</b>"
+    );
+    let (status, _) = s
+        .notify(json!({"visitor": {"name": "x".repeat(501)}}))
+        .await;
+    assert_eq!(status, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_send_once_and_a_reused_key_with_another_body_conflicts() {
+    let s = Setup::new("relay-idem", json!({}), |_| {}).await;
+    let body = json!({"visitor": visitor(), "host": "jinji", "idempotencyKey": "visit-42"});
+    let (first_status, first) = s.notify(body.clone()).await;
+    let (second_status, second) = s.notify(body).await;
+    assert_eq!((first_status, second_status), (200, 200));
+    assert_eq!(first, second);
+    // The header form is equivalent.
+    let r = s
+        .http
+        .post(s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns)))
+        .bearer_auth(TOKEN)
+        .header("Idempotency-Key", "visit-43")
+        .json(&json!({"visitor": visitor()}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let (status, problem) = s
+        .notify(json!({"visitor": {"name": "someone else"}, "idempotencyKey": "visit-42"}))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        s.env.emu.delivered().len(),
+        2 + 2,
+        "visit-42 once (DM + room), visit-43 once"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_details() {
+    let s = Setup::new("relay-bad", json!({}), |_| {}).await;
+    let path = s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns));
+    let no_auth = s
+        .http
+        .post(&path)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(no_auth.status(), 401);
+    assert_eq!(
+        no_auth.headers()["content-type"],
+        "application/problem+json"
+    );
+    let wrong = s
+        .http
+        .post(&path)
+        .bearer_auth("nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(wrong.status(), 401);
+    let big = s
+        .http
+        .post(&path)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"visitor\":{{\"note\":\"{}\"}}}}",
+            "x".repeat(20_000)
+        ))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(big.status(), 413);
+    let malformed = s
+        .http
+        .post(&path)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(malformed.status(), 400);
+    let problem: Value = malformed.json().await.expect("problem");
+    assert_eq!(problem["status"], 400);
+    assert!(problem["title"].is_string() && problem["detail"].is_string());
+    let (status, _) = s.notify(json!({"visitor": visitor(), "vip": true})).await;
+    assert_eq!(status, 400, "unknown fields are refused");
+    let form = s
+        .http
+        .post(&path)
+        .bearer_auth(TOKEN)
+        .form(&[("a", "b")])
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(form.status(), 415);
+    let (status, _) = s
+        .post("/v1/notifiers/nowhere/nothing/notifications", json!({}))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = s.notify(json!({"host": "a", "route": "b"})).await;
+    assert_eq!(status, 400);
+    assert!(s.env.emu.delivered().is_empty(), "nothing was sent");
+
+    // Not Ready → 503 with the reason.
+    s.env.patch_spec("front", json!({"botId": 42})).await;
+    s.env
+        .wait_condition("front", "Ready", "False", "BotNotInService")
+        .await;
+    let detail = support::wait_for(
+        "the relay to see the notifier not Ready",
+        support::operator::WAIT,
+        || async {
+            let (status, body) = s.notify(json!({"visitor": visitor()})).await;
+            if status == 503 {
+                Ok(body)
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(
+        detail["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("BotNotFound")
+            || detail["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Bot"),
+        "{detail}"
+    );
+
+    let doc: Value = s
+        .http
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_and_a_deadline_reports_failure() {
+    let s = Setup::new("relay-retry", json!({}), |o| {
+        o.deadline = Duration::from_millis(2500)
+    })
+    .await;
+    s.env.emu.add_fault(Fault {
+        api: "send_user_message".into(),
+        status: Some(429),
+        body: Some(json!({"code": "TOO_MANY_REQUESTS", "description": "API rate limit exceeded"})),
+        headers: BTreeMap::from([("rateLimit-reset".into(), "1".into())]),
+        times: Some(1),
+        ..Default::default()
+    });
+    s.env.emu.add_fault(Fault {
+        api: "send_channel_message".into(),
+        status: Some(503),
+        times: Some(1),
+        ..Default::default()
+    });
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("delivered")),
+        "{body}"
+    );
+    assert_eq!(s.env.emu.delivered().len(), 2, "each target once");
+
+    s.env.emu.add_fault(Fault {
+        api: "send_user_message".into(),
+        status: Some(503),
+        ..Default::default()
+    });
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (207, Some("partial")),
+        "{body}"
+    );
+    assert_eq!(body["targets"][0]["status"], "failed");
+    assert!(
+        body["targets"][0]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{body}"
+    );
+    assert_eq!(body["targets"][1]["status"], "delivered");
+    let delivered = s.env.emu.delivered();
+    assert_eq!(delivered.len(), 3, "the room once more, the DM never");
+    assert_eq!(s.relay.metrics.accepted(), 2);
+    assert_eq!(
+        s.relay.metrics.finished("delivered") + s.relay.metrics.finished("partial"),
+        2
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_rejected_mid_traffic_is_renewed_by_the_controller_with_no_failed_notification() {
+    let s = Setup::new("relay-rotate", json!({}), |_| {}).await;
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        if i == 5 || i == 12 {
+            // LINE WORKS stops accepting the stored token (expired early, revoked…).
+            s.env.emu.expire_access_tokens();
+        }
+        answers.push(
+            s.notify(json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}))
+                .await,
+        );
+    }
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        s.env.emu.delivered().len(),
+        40,
+        "every notification once to DM and room"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_under_load_loses_nothing() {
+    let s = Setup::new("relay-drain", json!({}), |_| {}).await;
+    s.env.emu.add_fault(Fault {
+        api: "*".into(),
+        delay_ms: 100,
+        ..Default::default()
+    });
+    let path = s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns));
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let (http, path) = (s.http.clone(), path.clone());
+        calls.push(tokio::spawn(async move {
+            http.post(&path)
+                .bearer_auth(TOKEN)
+                .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Shut down once deliveries are under way.
+    let metrics = s.relay.metrics.clone();
+    support::wait_for("notifications accepted", support::operator::WAIT, || {
+        let m = metrics.clone();
+        async move {
+            if m.accepted() >= 10 {
+                Ok(())
+            } else {
+                Err(m.accepted().to_string())
+            }
+        }
+    })
+    .await;
+    let Setup {
+        env,
+        controller,
+        relay,
+        ..
+    } = s;
+    relay.shutdown().await;
+    let mut answered = 0;
+    for call in calls {
+        if let Ok(Ok(status)) = call.await {
+            assert!(
+                [200, 207, 502].contains(&status) || status == 503,
+                "status {status}"
+            );
+            answered += 1;
+        }
+    }
+    let accepted = metrics.accepted();
+    let finished =
+        metrics.finished("delivered") + metrics.finished("partial") + metrics.finished("failed");
+    assert!(accepted >= 10);
+    assert_eq!(accepted, finished, "accepted = delivered + reported failed");
+    assert_eq!(
+        env.emu.delivered().len() as u64,
+        metrics.finished("delivered") * 2 + metrics.finished("partial")
+    );
+    assert!(
+        answered as u64 >= accepted,
+        "every accepted caller got its answer"
+    );
+    controller.stop().await;
+}
+
+#[test]
+fn the_committed_openapi_document_matches_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relay::openapi::OPENAPI_PATH);
+    let committed = std::fs::read_to_string(&path).expect("committed document");
+    assert!(
+        committed == relay::openapi::document_text(),
+        "{} is out of date: run `make openapi` and commit it",
+        relay::openapi::OPENAPI_PATH
+    );
+}
