@@ -20,7 +20,7 @@ lint:
 
 ## bench: benchmarks that print figures (medians of alternating rounds, ratios to a baseline)
 bench: k8s-binaries
-	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) bench --locked --bench dm_send --bench controller
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) bench --locked --bench dm_send --bench controller --bench relay
 
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:

@@ -84,6 +84,15 @@ struct RelayArgs {
     /// Serve without a bearer token (only allowed on a loopback address).
     #[arg(long)]
     no_auth: bool,
+    /// Time one notification may take, queueing under the rate limit and retries included.
+    #[arg(long, default_value_t = 30)]
+    deadline_secs: u64,
+    /// Notifications accepted but not finished before callers get 429.
+    #[arg(long, default_value_t = 1000)]
+    queue_capacity: usize,
+    /// Do not pace calls under the notifier's budget (measurements only; LINE WORKS still limits).
+    #[arg(long, hide = true)]
+    no_client_pacing: bool,
 }
 
 #[tokio::main]
@@ -149,6 +158,9 @@ async fn main() -> ExitCode {
 fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOptions, String> {
     let mut options = lineworks_operator::relay::RelayOptions::new(args.listen);
     options.namespace = args.namespace;
+    options.deadline = std::time::Duration::from_secs(args.deadline_secs);
+    options.queue_capacity = args.queue_capacity;
+    options.client_pacing = !args.no_client_pacing;
     if let Some(n) = args.notifier {
         let (ns, name) = n
             .split_once('/')

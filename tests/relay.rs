@@ -553,3 +553,78 @@ fn the_committed_openapi_document_matches_the_code() {
         relay::openapi::OPENAPI_PATH
     );
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_429_and_health_readiness_and_metrics_answer() {
+    let s = Setup::new("relay-queue", json!({}), |o| o.queue_capacity = 2).await;
+    s.env.emu.add_fault(Fault {
+        api: "send_user_message".into(),
+        delay_ms: 1500,
+        ..Default::default()
+    });
+    let path = s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns));
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let (http, path) = (s.http.clone(), path.clone());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(&path)
+                .bearer_auth(TOKEN)
+                .json(&json!({"visitor": {"name": format!("q{i}")}, "host": "jinji"}))
+                .send()
+                .await
+                .expect("answer");
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+            )
+        }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.expect("task"));
+    }
+    let full: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!full.is_empty(), "{statuses:?}");
+    assert!(
+        full.iter().all(|(_, retry_after)| *retry_after),
+        "429 says when to retry"
+    );
+    assert_eq!(
+        statuses.iter().filter(|(s, _)| *s == 200).count() as u64,
+        s.relay.metrics.accepted()
+    );
+
+    for (path, expected) in [("/healthz", "ok"), ("/readyz", "ok")] {
+        let r = s.http.get(s.url(path)).send().await.expect("answer");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.expect("text"), expected);
+    }
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        "lineworks_relay_notifications_accepted_total",
+        "lineworks_relay_notifications_finished_total{outcome=\"delivered\"}",
+        "lineworks_relay_requests_rejected_total{status=\"429\"}",
+        "lineworks_relay_in_flight",
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_public_address_without_a_token_is_refused() {
+    let plane = support::control_plane_with_crd().await;
+    let client = plane.client().await.expect("client");
+    let options = RelayOptions::new("0.0.0.0:0".parse().expect("addr"));
+    let err = relay::start(client, options).await.err().expect("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}

@@ -280,6 +280,16 @@ impl Emulator {
             .sum()
     }
 
+    /// Sets the per-minute limit per API per domain (0 = off) and starts fresh windows.
+    pub fn set_rate_limit(&self, per_minute: u32) {
+        self.state.lock().set_rate_limit(per_minute);
+    }
+
+    /// Requests the per-minute limit answered with 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.state.lock().rate_limited
+    }
+
     pub fn add_fault(&self, fault: Fault) {
         self.state.lock().faults.push(fault);
     }

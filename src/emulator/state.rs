@@ -106,6 +106,8 @@ pub struct State {
     pub delivered: Vec<Delivered>,
     pub faults: Vec<Fault>,
     pub requests: BTreeMap<String, u64>,
+    /// Requests answered 429 by the rate limit (not by an injected fault).
+    pub rate_limited: u64,
     windows: HashMap<(i64, &'static str), Window>,
 }
 
@@ -157,6 +159,12 @@ impl State {
         before - self.access.len() - self.refresh.len()
     }
 
+    /// Sets the per-minute limit and starts fresh windows.
+    pub fn set_rate_limit(&mut self, per_minute: u32) {
+        self.world.rate_limit_per_minute = per_minute;
+        self.windows.clear();
+    }
+
     /// Counts a call of `api` for `domain_id` in the current one-minute window.
     pub fn count_call(&mut self, domain_id: i64, api: &'static str) -> RateCheck {
         let limit = self.world.rate_limit_per_minute;
@@ -174,6 +182,8 @@ impl State {
         let allowed = limit == 0 || window.used < limit;
         if allowed {
             window.used += 1;
+        } else {
+            self.rate_limited += 1;
         }
         RateCheck {
             allowed,

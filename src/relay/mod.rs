@@ -74,6 +74,8 @@ pub struct RelayOptions {
     pub drain_timeout: Duration,
     /// How long to wait for the controller to renew a rejected token.
     pub token_wait: Duration,
+    /// Pace calls under the notifier's per-minute budget (off only for measurements).
+    pub client_pacing: bool,
 }
 
 impl RelayOptions {
@@ -91,6 +93,7 @@ impl RelayOptions {
             request_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             token_wait: Duration::from_secs(10),
+            client_pacing: true,
         }
     }
 }
@@ -430,6 +433,7 @@ impl Relay {
             domain: spec.domain.clone(),
             rate_limit_per_minute: u32::try_from(spec.rate_limit_per_minute())
                 .ok()
+                .filter(|_| self.options.client_pacing)
                 .and_then(std::num::NonZeroU32::new),
             request_timeout: self.options.request_timeout,
             retry: RetryPolicy {
@@ -581,7 +585,14 @@ fn readiness_of(relay: &Relay, headers: &HeaderMap, ns: &str, name: &str) -> Res
             format!("no LineWorksNotifier {ns}/{name}"),
         );
     };
-    let (ready, reason, message) = ready_condition(&notifier);
+    let (mut ready, mut reason, mut message) = ready_condition(&notifier);
+    if ready && relay.token(&notifier).is_none() {
+        (ready, reason, message) = (
+            false,
+            "TokenNotSeen".into(),
+            "the relay has not seen the notifier's token Secret yet".into(),
+        );
+    }
     axum::Json(Readiness {
         namespace: ns.into(),
         name: name.into(),

@@ -1,0 +1,359 @@
+//! The relay under load, on the real local control plane, the controller and the emulator:
+//!
+//! 1. throughput and p50/p99 of DM notifications through the relay (release binary, client-side
+//!    pacing off, emulator limits off) beside a direct client sending the same DMs, alternating
+//!    rounds in one run; the relay's RSS idle and its peak under that load;
+//! 2. a burst of 1,000 notifications for one domain with the emulator limiting at 240 per minute:
+//!    all delivered?, share of the allowed rate used, 429s received.
+//!
+//! `make bench`. Under `cargo test` a small smoke version runs.
+
+#[path = "../tests/support/lineworks.rs"]
+#[allow(dead_code)]
+mod tenant;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::control_plane::ControlPlane;
+use lineworks_operator::controller::{self, Options};
+use lineworks_operator::lineworks::{Content, SecretString};
+use serde_json::{Value, json};
+
+const NS: &str = "relay-bench";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or_default()
+}
+
+struct Round {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn round<F, Fut>(n: usize, concurrency: usize, send: F) -> Round
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(0..n)
+        .map(|i| {
+            let fut = send(i);
+            async move {
+                let t = Instant::now();
+                assert!(fut.await, "a notification failed during the benchmark");
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!("{latencies:?}");
+    }
+    latencies.sort();
+    Round {
+        rate: n as f64 / started.elapsed().as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+fn start_relay(plane: &ControlPlane, port: u16, pacing: bool) -> std::process::Child {
+    let mut args = vec![
+        "relay".to_string(),
+        "--notifier".into(),
+        format!("{NS}/front"),
+        "--no-auth".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--deadline-secs".into(),
+        "900".into(),
+        "--queue-capacity".into(),
+        "5000".into(),
+    ];
+    if !pacing {
+        args.push("--no-client-pacing".into());
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+        .args(&args)
+        .env("KUBECONFIG", plane.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("relay binary")
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/v1/notifier")).send().await
+            && let Ok(body) = r.json::<Value>().await
+            && body["ready"] == true
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay never saw the notifier Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: plain syscall on the child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+#[tokio::main]
+async fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (n, rounds, burst) = if smoke { (40, 1, 30) } else { (2000, 3, 1000) };
+    let concurrency = 16;
+    lineworks_operator::lineworks::install_crypto_provider();
+    let plane = ControlPlane::start().await.expect("control plane");
+    let client = plane.client().await.expect("client");
+    lineworks_operator::crd::install(&client, Duration::from_secs(30))
+        .await
+        .expect("crd");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let mut world = tenant::world();
+    world.rate_limit_per_minute = 0;
+    let emu = tenant::emulator(world).await;
+
+    let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
+    let options = Options {
+        namespace: Some(NS.into()),
+        ..Options::default()
+    };
+    let controller = tokio::spawn(controller::run_with(client.clone(), options, async move {
+        let _ = stopped.changed().await;
+    }));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"}, "stringData": {
+        "clientId": tenant::CLIENT_ID, "clientSecret": tenant::CLIENT_SECRET,
+        "serviceAccountId": tenant::SERVICE_ACCOUNT, "privateKey": tenant::fixture("service-account.key")}});
+    secrets
+        .patch(
+            "app",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("secret");
+    let notifier = json!({"apiVersion": "lineworks-operator.dev/v1alpha1", "kind": "LineWorksNotifier",
+        "metadata": {"name": "front"},
+        "spec": {"botId": tenant::BOT, "domain": tenant::DOMAIN, "defaultUser": "hogehoge", "rateLimitPerMinute": 240,
+                 "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "app"}},
+                 "apiBaseURL": emu.api_base_url(), "authBaseURL": emu.auth_base_url()}});
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &kube::core::ApiResource::erase::<LineWorksNotifier>(&()),
+    );
+    dynamic
+        .patch(
+            "front",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&notifier),
+        )
+        .await
+        .expect("notifier");
+    let notifiers: Api<LineWorksNotifier> = Api::namespaced(client.clone(), NS);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(notifiers, "front", |n: Option<&LineWorksNotifier>| {
+            n.and_then(|n| n.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        }),
+    )
+    .await
+    .expect("Ready")
+    .expect("watch");
+    let token = {
+        let s = secrets
+            .get("front-lineworks-token")
+            .await
+            .expect("token Secret");
+        SecretString::from(
+            String::from_utf8(s.data.expect("data")["accessToken"].0.clone()).expect("utf-8"),
+        )
+    };
+
+    // 1. Throughput and latency, relay vs direct.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let relay = start_relay(&plane, port, false);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let idle_rss = proc_kib(relay.id(), "VmRSS:");
+    let direct = tenant::client(&emu, Duration::from_secs(30), None);
+    let content = Content::text("来客です");
+    println!(
+        "DM notifications, {n} per round, {concurrency} in flight, {rounds} alternating rounds, limits off"
+    );
+    println!(
+        "{:<7} {:>5} {:>10} {:>10} {:>10}",
+        "path", "round", "per s", "p50 µs", "p99 µs"
+    );
+    let (mut relayed, mut directs) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let d = round(n, concurrency, |_| {
+            let (direct, token, content) = (&direct, &token, &content);
+            async move {
+                direct
+                    .send_to_user(token, tenant::BOT, "jinji@testtest", content)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        emu.clear_delivered();
+        let v = round(n, concurrency, |i| {
+            let request = http
+                .post(format!("{base}/v1/notifications"))
+                .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}));
+            async move {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        emu.clear_delivered();
+        for (name, x) in [("direct", &d), ("relay", &v)] {
+            println!(
+                "{name:<7} {r:>5} {:>10.0} {:>10} {:>10}",
+                x.rate,
+                x.p50.as_micros(),
+                x.p99.as_micros()
+            );
+        }
+        directs.push(d);
+        relayed.push(v);
+    }
+    let peak_rss = proc_kib(relay.id(), "VmHWM:");
+    let med = |v: &[Round], f: &dyn Fn(&Round) -> f64| median(v.iter().map(f).collect());
+    let rate = |r: &Round| r.rate;
+    let p50 = |r: &Round| r.p50.as_secs_f64() * 1e6;
+    let p99 = |r: &Round| r.p99.as_secs_f64() * 1e6;
+    println!(
+        "median direct: {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+        med(&directs, &rate),
+        med(&directs, &p50),
+        med(&directs, &p99)
+    );
+    println!(
+        "median relay:  {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+        med(&relayed, &rate),
+        med(&relayed, &p50),
+        med(&relayed, &p99)
+    );
+    println!(
+        "ratio relay/direct: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        med(&relayed, &rate) / med(&directs, &rate),
+        med(&relayed, &p50) / med(&directs, &p50),
+        med(&relayed, &p99) / med(&directs, &p99)
+    );
+    println!(
+        "relay RSS: idle {:.1} MiB, peak under load {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    stop(relay);
+
+    // 2. A burst against LINE WORKS's 240 per minute, with the relay pacing itself.
+    emu.set_rate_limit(240);
+    emu.clear_delivered();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let relay = start_relay(&plane, port, true);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&http, &base).await;
+    let limited_before = emu.rate_limited();
+    let started = Instant::now();
+    let statuses: Vec<u16> = futures::stream::iter(0..burst)
+        .map(|i| {
+            let request = http
+                .post(format!("{base}/v1/notifications"))
+                .json(&json!({"visitor": {"name": format!("b{i}")}, "host": "jinji"}));
+            async move {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(burst)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let delivered = emu.delivered().len();
+    let per_minute = delivered as f64 / took.as_secs_f64() * 60.0;
+    println!(
+        "burst of {burst} at 240/min: {ok} answered 200, {delivered} delivered, lost {} in {:.1} s; {:.0}/min = {:.0}% of the allowed rate; 429s received {}",
+        burst - delivered,
+        took.as_secs_f64(),
+        per_minute,
+        per_minute / 240.0 * 100.0,
+        emu.rate_limited() - limited_before
+    );
+    stop(relay);
+    let _ = stop_tx.send(true);
+    let _ = controller.await;
+    plane.stop();
+}
