@@ -23,7 +23,16 @@ struct Setup {
 
 impl Setup {
     async fn new(prefix: &str, spec: Value, tune: impl FnOnce(&mut RelayOptions)) -> Self {
-        let env = Env::new(prefix, world()).await;
+        Self::with_world(prefix, world(), spec, tune).await
+    }
+
+    async fn with_world(
+        prefix: &str,
+        world: lineworks_operator::emulator::World,
+        spec: Value,
+        tune: impl FnOnce(&mut RelayOptions),
+    ) -> Self {
+        let env = Env::new(prefix, world).await;
         let controller = env.start_controller(None);
         env.apply_good_secret().await;
         // A Standard-plan budget, so the tests are not paced at the Free plan's 60 per minute.
@@ -451,17 +460,31 @@ async fn rate_limits_and_server_errors_are_retried_and_a_deadline_reports_failur
 
 #[tokio::test]
 async fn a_token_rejected_mid_traffic_is_renewed_by_the_controller_with_no_failed_notification() {
-    let s = Setup::new("relay-rotate", json!({}), |_| {}).await;
+    // 3-second tokens with rotation ON: the controller renews several times during the traffic,
+    // and twice LINE WORKS also drops every token early.
+    let mut w = world();
+    w.apps[0].access_token_lifetime_secs = 3;
+    w.apps[0].refresh_token_rotation = true;
+    let s = Setup::with_world("relay-rotate", w, json!({}), |_| {}).await;
+    let first = s
+        .env
+        .secrets()
+        .get("front-lineworks-token")
+        .await
+        .expect("token Secret");
     let mut answers = Vec::new();
-    for i in 0..20 {
-        if i == 5 || i == 12 {
-            // LINE WORKS stops accepting the stored token (expired early, revoked…).
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(7) {
+        if i == 5 || i == 15 {
             s.env.emu.expire_access_tokens();
         }
         answers.push(
             s.notify(json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}))
                 .await,
         );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let failed: Vec<_> = answers
         .iter()
@@ -470,8 +493,18 @@ async fn a_token_rejected_mid_traffic_is_renewed_by_the_controller_with_no_faile
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(
         s.env.emu.delivered().len(),
-        40,
+        2 * answers.len(),
         "every notification once to DM and room"
+    );
+    let last = s
+        .env
+        .secrets()
+        .get("front-lineworks-token")
+        .await
+        .expect("token Secret");
+    assert_ne!(
+        first.data, last.data,
+        "the controller rotated the tokens meanwhile"
     );
     s.stop().await;
 }
