@@ -17,14 +17,35 @@ pub struct Plan {
     pub room: Option<String>,
 }
 
-/// A host as LINE WORKS knows it: a login ID stays, a bare name gets the notifier's domain, a
-/// user ID (no `@`, but UUID-like) would be ambiguous, so a bare value is always read as the part
-/// before `@`, as the seed defines ユーザーID.
+/// A host as LINE WORKS knows it: a login ID or a user ID (UUID form) stays as it is; any other
+/// bare value is the part before `@` (the seed's ユーザーID) and gets the notifier's domain.
 pub fn login_id(notifier: &LineWorksNotifier, host: &str) -> String {
-    if host.contains('@') {
+    if host.contains('@') || is_user_id(host) {
         host.to_string()
     } else {
         format!("{host}@{}", notifier.spec.domain)
+    }
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex, the shape of LINE WORKS user IDs.
+fn is_user_id(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_user_id;
+
+    #[test]
+    fn user_ids_are_told_from_login_names() {
+        assert!(is_user_id("7b4a3c2d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"));
+        assert!(!is_user_id("yamada"));
+        assert!(!is_user_id("12345a12-b12c-12d3-e123fghijkl"));
     }
 }
 
