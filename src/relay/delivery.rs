@@ -37,18 +37,6 @@ fn is_user_id(value: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_user_id;
-
-    #[test]
-    fn user_ids_are_told_from_login_names() {
-        assert!(is_user_id("7b4a3c2d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"));
-        assert!(!is_user_id("yamada"));
-        assert!(!is_user_id("12345a12-b12c-12d3-e123fghijkl"));
-    }
-}
-
 fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target {
     match outcome {
         Ok(()) => Target {
@@ -165,4 +153,16 @@ pub async fn send(
         _ => Outcome::Partial,
     };
     Ok((outcome, fallback, targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_user_id;
+
+    #[test]
+    fn user_ids_are_told_from_login_names() {
+        assert!(is_user_id("7b4a3c2d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"));
+        assert!(!is_user_id("yamada"));
+        assert!(!is_user_id("12345a12-b12c-12d3-e123fghijkl"));
+    }
 }
