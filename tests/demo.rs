@@ -3,5 +3,7 @@
 
 #[tokio::test]
 async fn the_demo_runs_end_to_end() {
-    lineworks_operator::demo::run(false).await.expect("the demo succeeds");
+    lineworks_operator::demo::run(false)
+        .await
+        .expect("the demo succeeds");
 }

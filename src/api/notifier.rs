@@ -523,6 +523,30 @@ impl LineWorksNotifierSpec {
         format!("{}@{}", self.default_user, self.domain)
     }
 
+    /// LINE WORKS client settings for this notifier's endpoints and domain budget; `pacing` off
+    /// only for measurements.
+    pub fn client_config(
+        &self,
+        request_timeout: std::time::Duration,
+        deadline: std::time::Duration,
+        pacing: bool,
+    ) -> crate::lineworks::ClientConfig {
+        crate::lineworks::ClientConfig {
+            api_base_url: self.api_base_url().to_string(),
+            auth_base_url: self.auth_base_url().to_string(),
+            domain: self.domain.clone(),
+            rate_limit_per_minute: u32::try_from(self.rate_limit_per_minute())
+                .ok()
+                .filter(|_| pacing)
+                .and_then(std::num::NonZeroU32::new),
+            request_timeout,
+            retry: crate::lineworks::RetryPolicy {
+                deadline,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Room to notify, if any (an empty roomId means DM only).
     pub fn room(&self) -> Option<&str> {
         self.room_id.as_deref().filter(|r| !r.is_empty())

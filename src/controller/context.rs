@@ -2,7 +2,6 @@
 //! the event recorder and metrics.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::metrics::{CallMetrics, Metrics};
 use crate::api::LineWorksNotifier;
-use crate::lineworks::{ClientConfig, LineWorksClient, RateLimits, RetryPolicy};
+use crate::lineworks::{LineWorksClient, RateLimits};
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -88,20 +87,11 @@ impl Context {
 
     /// A LINE WORKS client for this notifier's endpoints and domain budget.
     pub fn lineworks(&self, notifier: &LineWorksNotifier) -> LineWorksClient {
-        let spec = &notifier.spec;
-        let config = ClientConfig {
-            api_base_url: spec.api_base_url().to_string(),
-            auth_base_url: spec.auth_base_url().to_string(),
-            domain: spec.domain.clone(),
-            rate_limit_per_minute: u32::try_from(spec.rate_limit_per_minute())
-                .ok()
-                .and_then(NonZeroU32::new),
-            request_timeout: self.settings.request_timeout,
-            retry: RetryPolicy {
-                deadline: self.settings.call_deadline,
-                ..RetryPolicy::default()
-            },
-        };
+        let config = notifier.spec.client_config(
+            self.settings.request_timeout,
+            self.settings.call_deadline,
+            true,
+        );
         LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
             .with_observer(Arc::new(CallMetrics(Arc::clone(&self.metrics))))
     }

@@ -39,9 +39,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
 use crate::controller::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::lineworks::{
-    ClientConfig, LineWorksClient, LineWorksError, RateLimits, RetryPolicy, SecretString,
-};
+use crate::lineworks::{LineWorksClient, LineWorksError, RateLimits, SecretString};
 use api::{
     NotificationRequest, NotificationResult, Outcome, Problem, Readiness, Target, TargetStatus,
 };
@@ -426,21 +424,11 @@ impl Relay {
     }
 
     fn lineworks(&self, notifier: &LineWorksNotifier) -> LineWorksClient {
-        let spec = &notifier.spec;
-        let config = ClientConfig {
-            api_base_url: spec.api_base_url().to_string(),
-            auth_base_url: spec.auth_base_url().to_string(),
-            domain: spec.domain.clone(),
-            rate_limit_per_minute: u32::try_from(spec.rate_limit_per_minute())
-                .ok()
-                .filter(|_| self.options.client_pacing)
-                .and_then(std::num::NonZeroU32::new),
-            request_timeout: self.options.request_timeout,
-            retry: RetryPolicy {
-                deadline: self.options.deadline,
-                ..RetryPolicy::default()
-            },
-        };
+        let config = notifier.spec.client_config(
+            self.options.request_timeout,
+            self.options.deadline,
+            self.options.client_pacing,
+        );
         LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
     }
 
