@@ -73,14 +73,18 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
     let status_json = serde_json::to_string(&status).expect("json");
     assert!(!status_json.contains(&access), "no token in status");
 
-    let events = events_of(&env, "reception").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("NotifierReady")
-                && e.type_.as_deref() == Some("Normal")),
-        "{events:?}"
-    );
+    // Events are published just after the status write: wait for them.
+    let events = wait_for("the NotifierReady event", WAIT, || async {
+        let events = events_of(&env, "reception").await;
+        if events.iter().any(|e| {
+            e.reason.as_deref() == Some("NotifierReady") && e.type_.as_deref() == Some("Normal")
+        }) {
+            Ok(events)
+        } else {
+            Err(format!("{} events", events.len()))
+        }
+    })
+    .await;
     assert!(
         events
             .iter()
@@ -519,7 +523,18 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     env.apply_notifier("n", json!({})).await;
     env.wait_condition("n", "Ready", "True", "NotifierReady")
         .await;
-    assert!(a.metrics.reconciles_ok() > 0);
+    // The counter moves just after the status write it counts.
+    wait_for("the leader's reconcile to be counted", WAIT, || {
+        let m = a.metrics.clone();
+        async move {
+            if m.reconciles_ok() > 0 {
+                Ok(())
+            } else {
+                Err("0".into())
+            }
+        }
+    })
+    .await;
     assert!(!b.metrics.is_leader());
     assert_eq!(b.metrics.reconciles_ok(), 0, "the standby wrote nothing");
 
@@ -539,7 +554,17 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
         .await;
     env.wait_condition("n", "BotInService", "False", "BotNotInRoom")
         .await;
-    assert!(b.metrics.reconciles_ok() > 0, "the new leader reconciles");
+    wait_for("the new leader's reconciles to be counted", WAIT, || {
+        let m = b.metrics.clone();
+        async move {
+            if m.reconciles_ok() > 0 {
+                Ok(())
+            } else {
+                Err("0".into())
+            }
+        }
+    })
+    .await;
     b.stop().await;
 }
 
