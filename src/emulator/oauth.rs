@@ -102,6 +102,17 @@ fn authenticate_client(state: &Shared, form: &HashMap<String, String>) -> Result
     }
 }
 
+/// The form of a token or revoke request, and the app whose credentials it carries.
+fn authenticated_form(
+    state: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, AppDef), Response> {
+    let form = read_form(headers, body)?;
+    let app = authenticate_client(state, &form)?;
+    Ok((form, app))
+}
+
 fn parse_scopes(scope: &str) -> Vec<String> {
     scope
         .split(' ')
@@ -131,12 +142,8 @@ pub async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &body) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let app = match authenticate_client(&state, &form) {
-        Ok(a) => a,
+    let (form, app) = match authenticated_form(&state, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let grant_type = match field(&form, "grant_type") {
@@ -325,12 +332,8 @@ pub async fn revoke(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &body) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let app = match authenticate_client(&state, &form) {
-        Ok(a) => a,
+    let (form, app) = match authenticated_form(&state, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let token = match field(&form, "token") {
