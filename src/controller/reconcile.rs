@@ -668,12 +668,7 @@ async fn test_notification(
     findings: &mut Findings,
 ) -> Result<(), ReconcileError> {
     let Some(request) = &notifier.spec.test_notification else {
-        findings.set(Verdict::new(
-            ConditionType::TestNotified,
-            Truth::Unknown,
-            Reason::NotRequested,
-            "set spec.testNotification.id to send a test notification",
-        ));
+        findings.set(test_not_requested());
         return Ok(());
     };
     let already = findings
@@ -689,15 +684,7 @@ async fn test_notification(
             .is_some_and(Verdict::is_true);
     if !already {
         if !ready_to_send {
-            findings.set(Verdict::new(
-                ConditionType::TestNotified,
-                Truth::Unknown,
-                Reason::Reconciling,
-                format!(
-                    "test notification {} waits until Authorized and BotInService are True",
-                    request.id
-                ),
-            ));
+            findings.set(test_waiting(&request.id));
             return Ok(());
         }
         // Record the attempt first: a restart mid-send must not send it again.
@@ -898,6 +885,38 @@ fn test_verdict(notifier: &LineWorksNotifier, last: Option<&TestNotificationStat
     }
 }
 
+fn test_not_requested() -> Verdict {
+    Verdict::new(
+        ConditionType::TestNotified,
+        Truth::Unknown,
+        Reason::NotRequested,
+        "set spec.testNotification.id to send a test notification",
+    )
+}
+
+fn test_waiting(id: &str) -> Verdict {
+    Verdict::new(
+        ConditionType::TestNotified,
+        Truth::Unknown,
+        Reason::Reconciling,
+        format!("test notification {id} waits until Authorized and BotInService are True"),
+    )
+}
+
+/// Ready=False (or Unknown while `blocker` is Unknown) with the blocking condition's message.
+fn ready_blocked_by(blocker: &Verdict, false_reason: Reason) -> Verdict {
+    let (status, reason) = match blocker.status {
+        Truth::False => (Truth::False, false_reason),
+        _ => (Truth::Unknown, Reason::Reconciling),
+    };
+    Verdict::new(
+        ConditionType::Ready,
+        status,
+        reason,
+        format!("{}: {}", blocker.type_, blocker.message),
+    )
+}
+
 /// Ready summarises the other three.
 fn summarize(notifier: &LineWorksNotifier, findings: &mut Findings) {
     let current = |type_: ConditionType, findings: &Findings| -> Option<Verdict> {
@@ -927,12 +946,7 @@ fn summarize(notifier: &LineWorksNotifier, findings: &mut Findings) {
     }
     if findings.get(ConditionType::TestNotified).is_none() && !notifier.spec.suspend {
         let verdict = match &notifier.spec.test_notification {
-            None => Verdict::new(
-                ConditionType::TestNotified,
-                Truth::Unknown,
-                Reason::NotRequested,
-                "set spec.testNotification.id to send a test notification",
-            ),
+            None => test_not_requested(),
             Some(r)
                 if findings
                     .status
@@ -942,15 +956,7 @@ fn summarize(notifier: &LineWorksNotifier, findings: &mut Findings) {
             {
                 test_verdict(notifier, findings.status.last_test_notification.as_ref())
             }
-            Some(r) => Verdict::new(
-                ConditionType::TestNotified,
-                Truth::Unknown,
-                Reason::Reconciling,
-                format!(
-                    "test notification {} waits until Authorized and BotInService are True",
-                    r.id
-                ),
-            ),
+            Some(r) => test_waiting(&r.id),
         };
         findings.set(verdict);
     }
@@ -966,34 +972,8 @@ fn summarize(notifier: &LineWorksNotifier, findings: &mut Findings) {
         let bot = current(ConditionType::BotInService, findings);
         let test = current(ConditionType::TestNotified, findings);
         match (auth, bot, test) {
-            (Some(a), _, _) if !a.is_true() => Verdict::new(
-                ConditionType::Ready,
-                if a.status == Truth::False {
-                    Truth::False
-                } else {
-                    Truth::Unknown
-                },
-                if a.status == Truth::False {
-                    Reason::NotAuthorized
-                } else {
-                    Reason::Reconciling
-                },
-                format!("Authorized: {}", a.message),
-            ),
-            (Some(_), Some(b), _) if !b.is_true() => Verdict::new(
-                ConditionType::Ready,
-                if b.status == Truth::False {
-                    Truth::False
-                } else {
-                    Truth::Unknown
-                },
-                if b.status == Truth::False {
-                    Reason::BotNotInService
-                } else {
-                    Reason::Reconciling
-                },
-                format!("BotInService: {}", b.message),
-            ),
+            (Some(a), _, _) if !a.is_true() => ready_blocked_by(&a, Reason::NotAuthorized),
+            (Some(_), Some(b), _) if !b.is_true() => ready_blocked_by(&b, Reason::BotNotInService),
             (Some(_), Some(_), Some(t)) if t.status == Truth::False => Verdict::new(
                 ConditionType::Ready,
                 Truth::False,
