@@ -84,7 +84,8 @@ struct RelayArgs {
     /// Serve without a bearer token (only allowed on a loopback address).
     #[arg(long)]
     no_auth: bool,
-    /// Time one notification may take, queueing under the rate limit and retries included.
+    /// Time within which a notification's last attempt may start (queueing under the rate limit
+    /// and retries included); a message already sent gets its full request timeout.
     #[arg(long, default_value_t = 30)]
     deadline_secs: u64,
     /// Notifications accepted but not finished before callers get 429.

@@ -44,7 +44,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Attempts including the first.
     pub max_attempts: u32,
-    /// Total time one call may take, waits and retries included.
+    /// Time within which the last attempt may start, waits and retries included; an attempt
+    /// already sent still gets its full request timeout.
     pub deadline: Duration,
 }
 
@@ -248,15 +249,17 @@ impl LineWorksClient {
                 maybe_delivered: false,
             });
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = self.config.request_timeout.min(remaining);
-        if timeout.is_zero() {
+        if Instant::now() >= deadline {
             return Err(LineWorksError::Timeout {
                 api,
                 after: self.config.retry.deadline,
                 maybe_delivered: false,
             });
         }
+        // The deadline decides whether an attempt starts, never cuts one short: a POST aborted
+        // mid-flight may still be delivered, and the caller would report it failed. So a call
+        // takes at most deadline + request_timeout.
+        let timeout = self.config.request_timeout;
         let started = std::time::Instant::now();
         let sent = build().timeout(timeout).send().await;
         if let Some(observer) = &self.observer {

@@ -65,7 +65,8 @@ pub struct RelayOptions {
     /// Notifications sent at once.
     pub concurrency: usize,
     pub idempotency_window: Duration,
-    /// Time one notification may take, retries included.
+    /// Time within which the last attempt may start, retries included (an attempt in flight is
+    /// never cut short: it may already have been delivered).
     pub deadline: Duration,
     pub request_timeout: Duration,
     /// How long shutdown waits for accepted notifications.
