@@ -71,6 +71,7 @@ fn world(domains: i64) -> World {
             service_accounts: vec![format!("sa@d{d}")],
             public_key_pem: Some(public.clone()),
             refresh_token_rotation: false,
+            refresh_token_reuse_secs: 0,
             access_token_lifetime_secs: 86_400,
             refresh_token_lifetime_secs: 90 * 86_400,
             expires_in_as_string: true,

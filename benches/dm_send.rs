@@ -88,6 +88,7 @@ fn world(public_key: String) -> World {
             service_accounts: vec!["sa@bench".into()],
             public_key_pem: Some(public_key),
             refresh_token_rotation: false,
+            refresh_token_reuse_secs: 0,
             access_token_lifetime_secs: 86_400,
             refresh_token_lifetime_secs: 86_400,
             expires_in_as_string: false,

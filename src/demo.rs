@@ -80,6 +80,7 @@ fn world() -> Result<World, DemoError> {
             // The test fixtures' throwaway key pair stands in for a Developer Console download.
             public_key_pem: Some(repo_file("tests/fixtures/service-account.pub")?),
             refresh_token_rotation: false,
+            refresh_token_reuse_secs: 0,
             access_token_lifetime_secs: 86_400,
             refresh_token_lifetime_secs: 90 * 86_400,
             expires_in_as_string: true,

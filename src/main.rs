@@ -65,6 +65,21 @@ struct ControllerArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "lineworks-operator-leader")]
     lease_name: String,
+    /// Secret (in the lease namespace) with the key that signs OAuth `state`s; created if missing.
+    #[arg(long, default_value = "lineworks-operator-oauth-state")]
+    oauth_state_secret: String,
+    /// Path of the OAuth callback (userAccount mode), served on --metrics-addr.
+    #[arg(long, default_value = lineworks_operator::controller::DEFAULT_CALLBACK_PATH)]
+    oauth_callback_path: String,
+    /// How long an authorization URL works, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    oauth_state_lifetime_secs: u64,
+    /// Timeout of one LINE WORKS request, in milliseconds.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    request_timeout_ms: u64,
+    /// Longest one LINE WORKS call may retry, in milliseconds.
+    #[arg(long, default_value_t = 20_000, hide = true)]
+    call_deadline_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -105,7 +120,16 @@ async fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
-            let settings = lineworks_operator::controller::Settings::default();
+            let settings = lineworks_operator::controller::Settings {
+                state_lifetime: std::time::Duration::from_secs(args.oauth_state_lifetime_secs),
+                request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+                call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
+                ..Default::default()
+            };
+            let state_key_secret = lineworks_operator::controller::StateKeySecret {
+                namespace: args.lease_namespace.clone(),
+                name: args.oauth_state_secret,
+            };
             let lease = args
                 .leader_elect
                 .then(|| lineworks_operator::controller::LeaseOptions {
@@ -119,6 +143,8 @@ async fn main() -> ExitCode {
                 serve: Some(args.metrics_addr),
                 lease,
                 namespace: args.namespace,
+                state_key_secret: Some(state_key_secret),
+                callback_path: args.oauth_callback_path,
                 ..Default::default()
             };
             lineworks_operator::controller::run(options)

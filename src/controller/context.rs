@@ -24,6 +24,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Reporting instance of Events (the pod name).
     pub instance: String,
+    /// How long an authorization URL (its signed `state`) works.
+    pub state_lifetime: Duration,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| "lineworks-operator".into()),
+            state_lifetime: super::oauth_state::DEFAULT_STATE_LIFETIME,
         }
     }
 }
@@ -46,6 +49,11 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// This process, as named in refresh claims: the pod name plus a per-start suffix, so a
+    /// restarted pod does not mistake its predecessor's claim for its own.
+    pub instance: String,
+    /// Signs and checks the `state` of authorization URLs.
+    pub state_key: super::oauth_state::StateKey,
     limits: Arc<RateLimits>,
     http: reqwest::Client,
     /// Per notifier: the inputs the bot checks last passed with (spec and token version), so an
@@ -60,6 +68,7 @@ impl Context {
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
+        state_key: super::oauth_state::StateKey,
     ) -> Result<Self, reqwest::Error> {
         crate::lineworks::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -73,11 +82,18 @@ impl Context {
                 instance: Some(settings.instance.clone()),
             },
         );
+        let instance = format!(
+            "{}/{:08x}",
+            settings.instance,
+            rand::random::<u32>()
+        );
         Ok(Self {
             client,
             settings,
             recorder,
             metrics,
+            instance,
+            state_key,
             limits: RateLimits::new(),
             http,
             verified: Mutex::default(),
@@ -94,6 +110,12 @@ impl Context {
         );
         LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
             .with_observer(Arc::new(CallMetrics(Arc::clone(&self.metrics))))
+    }
+
+    /// How long a refresh claim protects a refresh in flight: the longest one refresh call can
+    /// take (its deadline plus one request timeout), and a margin.
+    pub fn refresh_claim_ttl(&self) -> Duration {
+        self.settings.call_deadline + self.settings.request_timeout + Duration::from_secs(1)
     }
 
     pub fn verified(&self, key: &str) -> Option<String> {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub calls: Family<CallLabel, Counter>,
     pub call_seconds: Family<ApiLabel, Histogram>,
     pub leader: Gauge,
+    pub oauth_callbacks: Family<ResultLabel, Counter>,
+    pub token_revocations: Family<ResultLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +70,18 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let leader = Gauge::default();
+        let oauth_callbacks = Family::<ResultLabel, Counter>::default();
+        let token_revocations = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "oauth_callbacks",
+            "OAuth callbacks by result (authorized, or why the state or code was refused)",
+            oauth_callbacks.clone(),
+        );
+        registry.register(
+            "token_revocations",
+            "Token revocations at notifier deletion by result (revoked, failed, nothing)",
+            token_revocations.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by result (ok, error)",
@@ -106,6 +120,8 @@ impl Default for Metrics {
             calls,
             call_seconds,
             leader,
+            oauth_callbacks,
+            token_revocations,
         }
     }
 }
@@ -116,6 +132,15 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ResultLabel {
                 result: "ok".into(),
+            })
+            .get()
+    }
+
+    /// OAuth callbacks answered with this result so far.
+    pub fn oauth_callbacks(&self, result: &str) -> u64 {
+        self.oauth_callbacks
+            .get_or_create(&ResultLabel {
+                result: result.into(),
             })
             .get()
     }

@@ -5,10 +5,13 @@
 //! Only the holder of the leader Lease reconciles; every replica serves `/healthz`, `/readyz` and
 //! `/metrics`.
 
+mod callback;
 mod context;
 mod credentials;
 mod metrics;
+pub mod oauth_state;
 mod reconcile;
+mod revocation;
 mod server;
 mod status;
 mod tokens;
@@ -30,6 +33,10 @@ use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 
 pub use context::{Context, Settings};
+pub use oauth_state::{StateKey, StateKeySecret};
+
+/// Where the controller serves the OAuth callback unless told otherwise.
+pub const DEFAULT_CALLBACK_PATH: &str = "/oauth/callback";
 pub use metrics::Metrics;
 pub use reconcile::{DEFAULT_TEST_TEXT, ReconcileError};
 pub use tokens::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL};
@@ -57,6 +64,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    StateKey(#[from] oauth_state::StateKeyError),
     #[error("leader election failed: {0}")]
     Lease(String),
     #[error("lost the leader lease; exiting so a fresh replica can take over")]
@@ -75,6 +84,11 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Where metrics go (tests read them); a fresh registry by default.
     pub metrics: Arc<Metrics>,
+    /// The Secret holding the key that signs authorization `state`s, shared by all replicas
+    /// (created if missing); None uses a key of this process only.
+    pub state_key_secret: Option<StateKeySecret>,
+    /// Path of the OAuth callback on the health and metrics server.
+    pub callback_path: String,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +108,8 @@ impl Default for Options {
             lease: None,
             namespace: None,
             metrics: Arc::new(Metrics::default()),
+            state_key_secret: None,
+            callback_path: DEFAULT_CALLBACK_PATH.into(),
         }
     }
 }
@@ -138,6 +154,16 @@ pub async fn run_with(
     }
     let metrics = Arc::clone(&options.metrics);
     let health = Arc::new(server::Health::default());
+    let state_key = match &options.state_key_secret {
+        Some(at) => StateKey::load_or_create(client.clone(), at).await?,
+        None => StateKey::ephemeral(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options.settings.clone(),
+        Arc::clone(&metrics),
+        state_key,
+    )?);
     if let Some(addr) = options.serve {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -147,6 +173,7 @@ pub async fn run_with(
             Arc::clone(&metrics),
             Arc::clone(&health),
             client.clone(),
+            Some((options.callback_path.clone(), Arc::clone(&ctx))),
         ));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -194,11 +221,6 @@ pub async fn run_with(
         lease_state = Some((leader, task));
     }
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        options.settings.clone(),
-        Arc::clone(&metrics),
-    )?);
     let (notifiers, secrets): (
         Api<crate::api::LineWorksNotifier>,
         Api<PartialObjectMeta<Secret>>,

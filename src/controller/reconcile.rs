@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
@@ -41,6 +42,12 @@ pub enum ReconcileError {
     },
     #[error("the notifier has no namespace")]
     NoNamespace,
+    #[error("the token Secret kept changing while new tokens were being stored")]
+    Conflict,
+    #[error("revoking the tokens: {0}")]
+    Revocation(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -80,7 +87,19 @@ pub async fn reconcile(
     notifier: Arc<LineWorksNotifier>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let result = run(&notifier, &ctx).await;
+    let ns = notifier.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let api: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, super::revocation::FINALIZER, notifier, |event| async {
+        match event {
+            FinalizerEvent::Apply(n) => run(&n, &ctx).await,
+            FinalizerEvent::Cleanup(n) => super::revocation::cleanup(&n, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => ReconcileError::Finalizer(other.to_string()),
+    });
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .reconciles
@@ -284,15 +303,17 @@ async fn authorize(
     force_new: bool,
     findings: &mut Findings,
 ) -> Result<Option<Authorized>, ReconcileError> {
-    let (stored, resource_version) = match tokens::read(secrets, notifier)
+    let found = tokens::read(secrets, notifier)
         .await
-        .map_err(kube_err("reading the token Secret"))?
-    {
-        Found::Nothing => (None, None),
+        .map_err(kube_err("reading the token Secret"))?;
+    let (stored, pending_state, claim, secret) = match found {
+        Found::Nothing => (None, None, None, None),
         Found::Ours {
             stored,
-            resource_version,
-        } => (stored, resource_version),
+            pending_state,
+            refresh_claim,
+            secret,
+        } => (stored, pending_state, refresh_claim, Some(secret)),
         Found::Foreign => {
             findings.set(unauthorized(
                 Reason::Stalled,
@@ -304,6 +325,7 @@ async fn authorize(
             return Ok(None);
         }
     };
+    let resource_version = secret.as_ref().and_then(|s| s.resource_version());
     let now = SystemTime::now();
     let usable = stored.filter(|s| s.fingerprint == credentials.fingerprint);
     // The relay saw LINE WORKS reject this very token (annotation = its fingerprint): renew.
@@ -320,6 +342,7 @@ async fn authorize(
     }
 
     let previous_refresh = usable.as_ref().and_then(|s| s.tokens.refresh_token.clone());
+    let mut claimed = None;
     let obtained = match (notifier.spec.auth.mode, &credentials.service_account) {
         (AuthMode::ServiceAccount, Some(account)) => {
             // Renew with the refresh token when there is one (keeps it alive); a refused refresh
@@ -351,25 +374,116 @@ async fn authorize(
                 ),
             }
         }
-        _ => match &previous_refresh {
-            Some(refresh) => grant(
+        _ => {
+            let (Some(refresh), Some(secret)) = (&previous_refresh, &secret) else {
+                let url = offer_authorization(
+                    notifier,
+                    ctx,
+                    secrets,
+                    secret.as_deref(),
+                    pending_state.as_deref(),
+                    lineworks,
+                    credentials,
+                )
+                .await?;
+                findings.status.authorization_url = Some(url.clone());
+                findings.set(unauthorized(
+                    Reason::AuthorizationRequired,
+                    format!("a LINE WORKS super or sub administrator must authorize the app once: open {url} (or run `lineworks-operator authorize {}/{}`)", notifier.namespace().unwrap_or_default(), notifier.name_any()),
+                ));
+                return Ok(None);
+            };
+            // An administrator has been asked to authorize again: the refresh token was refused,
+            // so asking LINE WORKS again would only repeat the refusal.
+            if pending_state.is_some() {
+                let url = offer_authorization(
+                    notifier,
+                    ctx,
+                    secrets,
+                    Some(secret),
+                    pending_state.as_deref(),
+                    lineworks,
+                    credentials,
+                )
+                .await?;
+                findings.status.authorization_url = Some(url.clone());
+                findings.set(reauthorization_verdict(notifier, &url));
+                return Ok(None);
+            }
+            // Single flight across processes: claim the refresh on the Secret first.
+            let interrupted = match &claim {
+                Some(c) if c.holder != ctx.instance => {
+                    let age = now.duration_since(c.since).unwrap_or_default();
+                    if age < ctx.refresh_claim_ttl() {
+                        findings.transient = true;
+                        findings.set(Verdict::new(
+                            ConditionType::Authorized,
+                            Truth::Unknown,
+                            Reason::Reconciling,
+                            format!(
+                                "{} is refreshing the token (for {}s); waiting for it",
+                                c.holder,
+                                age.as_secs()
+                            ),
+                        ));
+                        return Ok(None);
+                    }
+                    Some(c.clone())
+                }
+                // Our own claim survives only a refresh whose answer never came.
+                Some(c) => Some(c.clone()),
+                None => None,
+            };
+            let mine = tokens::RefreshClaim {
+                holder: ctx.instance.clone(),
+                since: now,
+            };
+            let marked = tokens::claim_refresh(secrets, secret, &mine)
+                .await
+                .map_err(kube_err("claiming the token refresh"))?;
+            let result = grant(
                 ctx,
                 "refresh",
                 lineworks
                     .refresh(&credentials.client, refresh)
                     .await
                     .map(|r| r.tokens),
-            ),
-            None => {
-                let url = authorization_url(notifier, lineworks, credentials);
-                findings.status.authorization_url = Some(url.clone());
-                findings.set(unauthorized(
-                    Reason::AuthorizationRequired,
-                    format!("a LINE WORKS super or sub administrator must authorize the app once: open {url}"),
-                ));
-                return Ok(None);
+            );
+            if let Err(e) = &result {
+                if e.maybe_processed() {
+                    // LINE WORKS may have rotated the token: the claim stays as the record.
+                } else if let Err(release) = tokens::release_claim(secrets, &marked).await {
+                    tracing::warn!(error = %release, "could not release the refresh claim");
+                }
+                if !e.is_transient() && !matches!(e, LineWorksError::DeadlineExceeded { .. }) {
+                    let mut verdict = token_failure(notifier, e, findings);
+                    let url = offer_authorization(
+                        notifier,
+                        ctx,
+                        secrets,
+                        None,
+                        None,
+                        lineworks,
+                        credentials,
+                    )
+                    .await?;
+                    if let Some(c) = &interrupted {
+                        verdict.message = format!(
+                            "a token refresh started by {} at {} never finished (the controller stopped or lost LINE WORKS's answer), and LINE WORKS now refuses the refresh token ({e}): with Refresh Token Rotation ON it had already been replaced. An administrator must authorize again: open {url}",
+                            c.holder,
+                            to_timestamp(c.since)
+                        );
+                    } else {
+                        verdict.message = format!("{}: open {url}", verdict.message);
+                    }
+                    findings.status.authorization_url = Some(url);
+                    findings.set(verdict);
+                    return Ok(None);
+                }
             }
-        },
+            claimed = Some(marked);
+            result
+        }
     };
     let tokens = match obtained {
         Ok(t) => t,
@@ -397,15 +511,11 @@ async fn authorize(
         }
     };
     // Persist before use: with rotation ON the old refresh token is already dead.
-    tokens::write(
-        secrets,
-        notifier,
-        &tokens,
-        &credentials.fingerprint,
-        resource_version,
-    )
-    .await
-    .map_err(kube_err("writing the token Secret"))?;
+    let version = claimed
+        .as_ref()
+        .and_then(|c| c.resource_version())
+        .or(resource_version);
+    store_tokens(secrets, notifier, &tokens, &credentials.fingerprint, version).await?;
     if tokens
         .refresh_token
         .as_ref()
@@ -419,6 +529,103 @@ async fn authorize(
         )));
     }
     Ok(Some(accept(&tokens, findings)))
+}
+
+/// Writes new tokens at the version read. These are the only copy of a rotated refresh token,
+/// so a conflicting write (someone edited the Secret meanwhile) is retried at the new version
+/// rather than dropped.
+pub(super) async fn store_tokens(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+    tokens: &TokenSet,
+    fingerprint: &str,
+    mut version: Option<String>,
+) -> Result<(), ReconcileError> {
+    for _ in 0..5 {
+        match tokens::write(secrets, notifier, tokens, fingerprint, version.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                version = secrets
+                    .get_opt(&notifier.token_secret_name())
+                    .await
+                    .map_err(kube_err("re-reading the token Secret"))?
+                    .and_then(|s| s.resource_version());
+            }
+            Err(e) => return Err(kube_err("writing the token Secret")(e)),
+        }
+    }
+    Err(ReconcileError::Conflict)
+}
+
+/// The URL an administrator opens, with a signed `state` kept in the token Secret. The current
+/// one is reused while it has a quarter of its lifetime left, so status does not churn.
+async fn offer_authorization(
+    notifier: &LineWorksNotifier,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    secret: Option<&Secret>,
+    pending: Option<&str>,
+    lineworks: &LineWorksClient,
+    credentials: &Credentials,
+) -> Result<String, ReconcileError> {
+    let lifetime = ctx.settings.state_lifetime;
+    let reusable = pending.filter(|state| {
+        ctx.state_key.verify(state).is_ok_and(|claims| {
+            claims.uid == notifier.uid().unwrap_or_default()
+                && claims
+                    .expires_at()
+                    .duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > lifetime / 4)
+        })
+    });
+    let state = match reusable {
+        Some(state) => state.to_string(),
+        None => {
+            let minted = ctx.state_key.mint(notifier, lifetime);
+            // Read again when the caller has no current copy (it may have just changed).
+            let current = match secret {
+                Some(s) => Some(s.clone()),
+                None => secrets
+                    .get_opt(&notifier.token_secret_name())
+                    .await
+                    .map_err(kube_err("reading the token Secret"))?,
+            };
+            tokens::set_pending_state(secrets, notifier, current.as_ref(), &minted.token)
+                .await
+                .map_err(kube_err("storing the authorization state"))?;
+            minted.token
+        }
+    };
+    let redirect = notifier
+        .spec
+        .auth
+        .user_account
+        .as_ref()
+        .map(|u| u.redirect_url.as_str())
+        .unwrap_or_default();
+    Ok(lineworks.authorize_url(
+        &credentials.client.client_id,
+        redirect,
+        &notifier.spec.auth.scopes,
+        &state,
+    ))
+}
+
+/// ReauthorizationRequired while waiting for an administrator: keeps the cause found when the
+/// refresh token was refused, with the current URL.
+fn reauthorization_verdict(notifier: &LineWorksNotifier, url: &str) -> Verdict {
+    let previous = notifier
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Authorized"))
+        .filter(|c| c.reason == Reason::ReauthorizationRequired.as_str() && c.message.ends_with(url));
+    match previous {
+        Some(c) => unauthorized(Reason::ReauthorizationRequired, c.message.clone()),
+        None => unauthorized(
+            Reason::ReauthorizationRequired,
+            format!("LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: open {url}"),
+        ),
+    }
 }
 
 fn grant<T>(
@@ -466,31 +673,6 @@ fn to_timestamp(t: SystemTime) -> k8s_openapi::jiff::Timestamp {
         .unwrap_or_default();
     k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(i64::MAX))
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
-}
-
-fn authorization_url(
-    notifier: &LineWorksNotifier,
-    lineworks: &LineWorksClient,
-    credentials: &Credentials,
-) -> String {
-    let redirect = notifier
-        .spec
-        .auth
-        .user_account
-        .as_ref()
-        .map(|u| u.redirect_url.as_str())
-        .unwrap_or_default();
-    let state = format!(
-        "{}/{}",
-        notifier.namespace().unwrap_or_default(),
-        notifier.name_any()
-    );
-    lineworks.authorize_url(
-        &credentials.client.client_id,
-        redirect,
-        &notifier.spec.auth.scopes,
-        &state,
-    )
 }
 
 /// Authorized=False for a failed token request.

@@ -4,6 +4,7 @@
 //! - `/readyz`: this replica has started (leader or standby waiting for the lease) and can reach
 //!   the Kubernetes API right now.
 //! - `/metrics`: Prometheus text format.
+//! - the OAuth callback (default `/oauth/callback`), see [`super::callback`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,8 +47,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     client: Client,
+    callback: Option<(String, Arc<super::Context>)>,
 ) {
-    let app = Router::new()
+    let mut app = Router::new();
+    if let Some((path, ctx)) = callback {
+        app = app.route(&path, get(super::callback::callback).with_state(ctx));
+    }
+    let app = app
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -1,6 +1,12 @@
 //! The token Secret of a notifier: the only place tokens live. Written only by the controller,
 //! with optimistic concurrency (create, or replace at the resourceVersion that was read), owned by
 //! the notifier and labelled as managed, so the relay can watch just these Secrets.
+//!
+//! Besides tokens it holds two pieces of userAccount bookkeeping: the pending authorization
+//! `state` (single use: the callback removes it with a compare-and-swap before exchanging the
+//! code) and the refresh claim, an annotation written (compare-and-swap) before a refresh is sent
+//! and removed with the new tokens. The claim makes a refresh single-flight across processes and
+//! tells a successor that a predecessor died with a refresh in flight.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +32,36 @@ const SCOPE: &str = "scope";
 const ISSUED_AT: &str = "issuedAt";
 const EXPIRES_AT: &str = "expiresAt";
 const FINGERPRINT: &str = "credentialsFingerprint";
+const AUTHORIZATION_STATE: &str = "authorizationState";
+/// Annotation "<holder> <unix millis>" present while a refresh is in flight.
+pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
+
+/// A refresh some process started and has not finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshClaim {
+    pub holder: String,
+    pub since: SystemTime,
+}
+
+impl RefreshClaim {
+    fn parse(value: &str) -> Option<Self> {
+        let (holder, millis) = value.rsplit_once(' ')?;
+        let millis = millis.parse::<u64>().ok()?;
+        Some(Self {
+            holder: holder.to_string(),
+            since: UNIX_EPOCH + Duration::from_millis(millis),
+        })
+    }
+
+    fn render(&self) -> String {
+        let millis = self
+            .since
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        format!("{} {millis}", self.holder)
+    }
+}
 
 /// Tokens as stored, with the Secret's version for the next write.
 pub struct Stored {
@@ -39,8 +75,12 @@ pub enum Found {
     Nothing,
     /// A Secret of this notifier, with tokens if they are complete.
     Ours {
-        stored: Option<Stored>,
-        resource_version: Option<String>,
+        stored: Option<Box<Stored>>,
+        /// The `state` of the authorization URL being offered, if any.
+        pending_state: Option<String>,
+        refresh_claim: Option<RefreshClaim>,
+        /// The Secret as read, for compare-and-swap edits.
+        secret: Box<Secret>,
     },
     /// A Secret of that name that this notifier does not own.
     Foreign,
@@ -81,7 +121,7 @@ pub async fn read(
     };
     let number = |key: &str| text(key).and_then(|s| s.parse::<u64>().ok());
     let stored = match (text(ACCESS_TOKEN), number(ISSUED_AT), number(EXPIRES_AT)) {
-        (Some(access), Some(issued), Some(expires)) if expires > issued => Some(Stored {
+        (Some(access), Some(issued), Some(expires)) if expires > issued => Some(Box::new(Stored {
             tokens: TokenSet {
                 access_token: SecretString::from(access),
                 refresh_token: text(REFRESH_TOKEN).map(SecretString::from),
@@ -91,12 +131,19 @@ pub async fn read(
                 expires_in: Duration::from_secs(expires - issued),
             },
             fingerprint: text(FINGERPRINT).unwrap_or_default(),
-        }),
+        })),
         _ => None,
     };
+    let pending_state = text(AUTHORIZATION_STATE);
+    let refresh_claim = secret
+        .annotations()
+        .get(REFRESH_CLAIM_ANNOTATION)
+        .and_then(|v| RefreshClaim::parse(v));
     Ok(Found::Ours {
         stored,
-        resource_version: secret.resource_version(),
+        pending_state,
+        refresh_claim,
+        secret: Box::new(secret),
     })
 }
 
@@ -121,7 +168,72 @@ pub async fn write(
     put(ISSUED_AT, &unix(tokens.issued_at).to_string());
     put(EXPIRES_AT, &unix(tokens.expires_at()).to_string());
     put(FINGERPRINT, fingerprint);
-    let secret = Secret {
+    // A fresh object: the pending state and the refresh claim go with the old tokens.
+    save(secrets, fresh(notifier, data, resource_version)).await.map(|_| ())
+}
+
+/// Offers a new authorization `state`, keeping whatever tokens the Secret holds (a notifier
+/// whose refresh token died still shows them to the relay until they expire).
+pub async fn set_pending_state(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+    existing: Option<&Secret>,
+    state: &str,
+) -> Result<(), kube::Error> {
+    let mut secret = match existing {
+        Some(s) => s.clone(),
+        None => fresh(notifier, BTreeMap::new(), None),
+    };
+    secret.data.get_or_insert_default().insert(
+        AUTHORIZATION_STATE.into(),
+        ByteString(state.as_bytes().to_vec()),
+    );
+    save(secrets, secret).await.map(|_| ())
+}
+
+/// Removes the pending `state` at the version read: of two callbacks with the same `state`,
+/// exactly one succeeds.
+pub async fn consume_pending_state(
+    secrets: &Api<Secret>,
+    existing: &Secret,
+) -> Result<Secret, kube::Error> {
+    let mut secret = existing.clone();
+    if let Some(data) = secret.data.as_mut() {
+        data.remove(AUTHORIZATION_STATE);
+    }
+    save(secrets, secret).await
+}
+
+/// Marks a refresh as in flight at the version read; a 409 means someone else got there first.
+pub async fn claim_refresh(
+    secrets: &Api<Secret>,
+    existing: &Secret,
+    claim: &RefreshClaim,
+) -> Result<Secret, kube::Error> {
+    let mut secret = existing.clone();
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(REFRESH_CLAIM_ANNOTATION.into(), claim.render());
+    save(secrets, secret).await
+}
+
+/// Drops a claim after a refresh whose outcome is known and that stored nothing.
+pub async fn release_claim(secrets: &Api<Secret>, existing: &Secret) -> Result<(), kube::Error> {
+    let mut secret = existing.clone();
+    if let Some(a) = secret.metadata.annotations.as_mut() {
+        a.remove(REFRESH_CLAIM_ANNOTATION);
+    }
+    save(secrets, secret).await.map(|_| ())
+}
+
+fn fresh(
+    notifier: &LineWorksNotifier,
+    data: BTreeMap<String, ByteString>,
+    resource_version: Option<String>,
+) -> Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(notifier.token_secret_name()),
             namespace: notifier.namespace(),
@@ -130,22 +242,23 @@ pub async fn write(
                 (NOTIFIER_LABEL.to_string(), notifier.name_any()),
             ])),
             owner_references: notifier.controller_owner_ref(&()).map(|o| vec![o]),
-            resource_version: resource_version.clone(),
+            resource_version,
             ..Default::default()
         },
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Default::default()
-    };
+    }
+}
+
+/// Creates the Secret, or replaces it at the resourceVersion it carries.
+async fn save(secrets: &Api<Secret>, secret: Secret) -> Result<Secret, kube::Error> {
     let params = PostParams {
         field_manager: Some(crate::FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match resource_version {
-        None => secrets.create(&params, &secret).await.map(|_| ()),
-        Some(_) => secrets
-            .replace(&notifier.token_secret_name(), &params, &secret)
-            .await
-            .map(|_| ()),
+    match secret.metadata.resource_version {
+        None => secrets.create(&params, &secret).await,
+        Some(_) => secrets.replace(&secret.name_any(), &params, &secret).await,
     }
 }

@@ -170,6 +170,10 @@ async fn handle(
         if fault.drop {
             return Err(DroppedByFault);
         }
+        if fault.drop_answer {
+            let Ok(_) = app.oneshot(request).await;
+            return Err(DroppedByFault);
+        }
         if let Some(status) = fault.status {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let body = fault.body.unwrap_or_else(
@@ -323,6 +327,23 @@ impl Emulator {
     /// Refresh tokens currently valid.
     pub fn live_refresh_tokens(&self) -> usize {
         self.state.lock().refresh.len()
+    }
+
+    /// Whether this refresh token would be accepted now.
+    pub fn refresh_token_works(&self, token: &str) -> bool {
+        self.state
+            .lock()
+            .refresh
+            .get(token)
+            .is_some_and(|g| g.expires_at > std::time::SystemTime::now())
+    }
+
+    /// Lets every refresh token lapse, as after 90 days unused.
+    pub fn expire_refresh_tokens(&self) {
+        let past = std::time::SystemTime::now() - Duration::from_secs(1);
+        for g in self.state.lock().refresh.values_mut() {
+            g.expires_at = past;
+        }
     }
 }
 

@@ -308,8 +308,13 @@ fn refresh_grant(state: &Shared, app: &AppDef, form: &HashMap<String, String>) -
         return invalid("the refresh token expired");
     }
     let rotated = if app.refresh_token_rotation {
-        // The old token stops working the moment a new one is issued.
-        guard.refresh.remove(&token);
+        // The old token stops working the moment a new one is issued (or after the reuse window).
+        if app.refresh_token_reuse_secs == 0 {
+            guard.refresh.remove(&token);
+        } else if let Some(old) = guard.refresh.get_mut(&token) {
+            let until = SystemTime::now() + Duration::from_secs(app.refresh_token_reuse_secs);
+            old.expires_at = old.expires_at.min(until);
+        }
         let new = new_token("rt-");
         guard.refresh.insert(
             new.clone(),

@@ -79,6 +79,10 @@ pub struct Fault {
     /// Close the connection without an answer (after reading the request).
     #[serde(default)]
     pub drop: bool,
+    /// Handle the request (issue tokens, deliver the message), then close the connection without
+    /// the answer: a lost acknowledgement.
+    #[serde(default)]
+    pub drop_answer: bool,
     /// How many requests it applies to; unset = until cleared.
     #[serde(default)]
     pub times: Option<u32>,

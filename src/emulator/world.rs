@@ -81,6 +81,10 @@ pub struct AppDef {
     pub public_key_pem: Option<String>,
     #[serde(default)]
     pub refresh_token_rotation: bool,
+    /// With rotation on, how long the previous refresh token still works after it was rotated
+    /// (some services allow such a reuse window; LINE WORKS's is unknown, so 0 = none).
+    #[serde(default)]
+    pub refresh_token_reuse_secs: u64,
     #[serde(default = "default_access_lifetime")]
     pub access_token_lifetime_secs: u64,
     #[serde(default = "default_refresh_lifetime")]

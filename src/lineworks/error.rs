@@ -190,6 +190,21 @@ impl LineWorksError {
         }
     }
 
+    /// Whether the request may have been processed although no answer arrived (a timeout or a
+    /// dropped connection after sending).
+    pub fn maybe_processed(&self) -> bool {
+        match self {
+            LineWorksError::Timeout {
+                maybe_delivered, ..
+            }
+            | LineWorksError::Transport {
+                maybe_delivered, ..
+            } => *maybe_delivered,
+            LineWorksError::DeadlineExceeded { last, .. } => last.maybe_processed(),
+            _ => false,
+        }
+    }
+
     /// The wait the service asked for (429 headers), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

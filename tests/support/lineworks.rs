@@ -70,6 +70,7 @@ pub fn world() -> World {
             service_accounts: vec![SERVICE_ACCOUNT.into()],
             public_key_pem: Some(fixture("service-account.pub")),
             refresh_token_rotation: false,
+            refresh_token_reuse_secs: 0,
             access_token_lifetime_secs: 86_400,
             refresh_token_lifetime_secs: 90 * 86_400,
             expires_in_as_string: true,

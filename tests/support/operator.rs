@@ -49,6 +49,7 @@ pub fn settings() -> Settings {
         backoff_min: Duration::from_millis(200),
         backoff_max: Duration::from_secs(2),
         instance: "test-controller".into(),
+        state_lifetime: Duration::from_secs(600),
     }
 }
 
@@ -70,9 +71,18 @@ impl Env {
     }
 
     pub fn start_controller(&self, lease_identity: Option<&str>) -> Running {
+        self.start_controller_with(lease_identity, |_| {})
+    }
+
+    /// Like `start_controller`, with options adjusted by `configure` (serve address, state key…).
+    pub fn start_controller_with(
+        &self,
+        lease_identity: Option<&str>,
+        configure: impl FnOnce(&mut Options),
+    ) -> Running {
         let metrics = Arc::new(Metrics::default());
         let (stop, mut stopped) = watch::channel(false);
-        let options = Options {
+        let mut options = Options {
             settings: settings(),
             serve: None,
             lease: lease_identity.map(|identity| LeaseOptions {
@@ -83,7 +93,9 @@ impl Env {
             }),
             namespace: Some(self.ns.clone()),
             metrics: Arc::clone(&metrics),
+            ..Default::default()
         };
+        configure(&mut options);
         let client = self.client.clone();
         let task = tokio::spawn(controller::run_with(client, options, async move {
             let _ = stopped.changed().await;

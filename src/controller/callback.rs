@@ -1,0 +1,233 @@
+//! The OAuth callback (userAccount mode): LINE WORKS sends the administrator's browser here with
+//! `code` and `state` after consent. The `state` must be signed by this operator, unexpired, for
+//! a notifier that still exists (same UID), and still pending in its token Secret; it is removed
+//! there (compare-and-swap) before the code is exchanged, so it works once. The tokens go into
+//! the token Secret, whose change re-reconciles the notifier. The browser gets a short page.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::context::Context;
+use super::metrics::ResultLabel;
+use super::oauth_state::StateRejected;
+use super::tokens::{self, Found};
+use crate::api::{AuthMode, LineWorksNotifier};
+use crate::lineworks::SecretString;
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Why a callback did not store tokens; the page and the metric say which.
+enum Refusal {
+    State(StateRejected),
+    Denied(String),
+    BadRequest(String),
+    Failed(String),
+}
+
+impl Refusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Refusal::State(StateRejected::NotIssuedHere) => "forged_state",
+            Refusal::State(StateRejected::Expired) => "expired_state",
+            Refusal::State(StateRejected::AlreadyUsed) => "used_state",
+            Refusal::State(StateRejected::NotifierGone(_)) => "notifier_gone",
+            Refusal::Denied(_) => "denied",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Failed(_) => "failed",
+        }
+    }
+}
+
+pub async fn callback(
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let result = complete(&ctx, q).await;
+    let label = match &result {
+        Ok(_) => "authorized",
+        Err(r) => r.label(),
+    };
+    ctx.metrics
+        .oauth_callbacks
+        .get_or_create(&ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+    let retry = "Open the authorization link shown by <code>kubectl describe lineworksnotifier</code> again (it changes after each use).";
+    match result {
+        Ok(key) => {
+            tracing::info!(notifier = key, "authorized through the OAuth callback");
+            page(
+                StatusCode::OK,
+                "LINE WORKS authorized",
+                &format!(
+                    "<p>Notifier <b>{}</b> is authorized. The operator stored the tokens and keeps them renewed; you can close this tab.</p><p>Check: <code>kubectl get lineworksnotifier -n {}</code></p>",
+                    escape(&key),
+                    escape(key.split('/').next().unwrap_or_default())
+                ),
+            )
+        }
+        Err(Refusal::State(why)) => {
+            tracing::warn!(reason = %why, "OAuth callback refused");
+            page(
+                StatusCode::BAD_REQUEST,
+                "Authorization link not accepted",
+                &format!(
+                    "<p>{}. Nothing was stored.</p><p>{retry}</p>",
+                    escape(&why.to_string())
+                ),
+            )
+        }
+        Err(Refusal::Denied(why)) => page(
+            StatusCode::BAD_REQUEST,
+            "LINE WORKS did not authorize the app",
+            &format!(
+                "<p>{}. Nothing was stored.</p><p>{retry}</p>",
+                escape(&why)
+            ),
+        ),
+        Err(Refusal::BadRequest(why)) => page(
+            StatusCode::BAD_REQUEST,
+            "Not an authorization answer",
+            &format!("<p>{}. Nothing was stored.</p>", escape(&why)),
+        ),
+        Err(Refusal::Failed(why)) => {
+            tracing::warn!(error = %why, "OAuth callback failed");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "Authorization not completed",
+                &format!(
+                    "<p>{}. Nothing was stored.</p><p>{retry}</p>",
+                    escape(&why)
+                ),
+            )
+        }
+    }
+}
+
+async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
+    if let Some(error) = q.error {
+        return Err(Refusal::Denied(format!(
+            "LINE WORKS answered {error}{}",
+            q.error_description
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        )));
+    }
+    let state = q
+        .state
+        .ok_or_else(|| Refusal::BadRequest("the state parameter is missing".into()))?;
+    let claims = ctx.state_key.verify(&state).map_err(Refusal::State)?;
+    let key = format!("{}/{}", claims.ns, claims.name);
+    let gone = || Refusal::State(StateRejected::NotifierGone(key.clone()));
+    let notifiers: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &claims.ns);
+    let notifier = notifiers
+        .get_opt(&claims.name)
+        .await
+        .map_err(|e| Refusal::Failed(format!("reading notifier {key}: {e}")))?
+        .filter(|n| n.uid().as_deref() == Some(claims.uid.as_str()))
+        .ok_or_else(gone)?;
+    if notifier.metadata.deletion_timestamp.is_some() {
+        return Err(gone());
+    }
+    if notifier.spec.auth.mode != AuthMode::UserAccount {
+        return Err(Refusal::BadRequest(format!(
+            "notifier {key} uses spec.auth.mode serviceAccount, which needs no browser"
+        )));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &claims.ns);
+    let used = || Refusal::State(StateRejected::AlreadyUsed);
+    let secret = match tokens::read(&secrets, &notifier)
+        .await
+        .map_err(|e| Refusal::Failed(format!("reading the token Secret: {e}")))?
+    {
+        Found::Ours {
+            pending_state: Some(pending),
+            secret,
+            ..
+        } if bool::from(pending.as_bytes().ct_eq(state.as_bytes())) => secret,
+        _ => return Err(used()),
+    };
+    // Spend the state first: a replay, or a second tab, finds it gone.
+    let spent = tokens::consume_pending_state(&secrets, &secret)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => used(),
+            e => Refusal::Failed(format!("updating the token Secret: {e}")),
+        })?;
+    let code = q
+        .code
+        .filter(|c| !c.is_empty())
+        .map(SecretString::from)
+        .ok_or_else(|| Refusal::BadRequest("the code parameter is missing".into()))?;
+    let credentials = match super::credentials::load(&secrets, &notifier).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(verdict)) => return Err(Refusal::Failed(verdict.message)),
+        Err(e) => {
+            return Err(Refusal::Failed(format!(
+                "reading the credentials Secret: {e}"
+            )));
+        }
+    };
+    let redirect = notifier
+        .spec
+        .auth
+        .user_account
+        .as_ref()
+        .map(|u| u.redirect_url.clone())
+        .unwrap_or_default();
+    let lineworks = ctx.lineworks(&notifier);
+    let issued = lineworks
+        .exchange_code(&credentials.client, &code, &redirect)
+        .await;
+    ctx.metrics
+        .token_grants
+        .get_or_create(&super::metrics::TokenLabel {
+            grant: "authorization_code".into(),
+            result: if issued.is_ok() { "ok" } else { "error" }.into(),
+        })
+        .inc();
+    let issued = issued
+        .map_err(|e| Refusal::Failed(format!("LINE WORKS did not exchange the code: {e}")))?;
+    super::reconcile::store_tokens(
+        &secrets,
+        &notifier,
+        &issued,
+        &credentials.fingerprint,
+        spent.resource_version(),
+    )
+    .await
+    .map_err(|e| Refusal::Failed(e.to_string()))?;
+    Ok(key)
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    (
+        status,
+        [("cache-control", "no-store"), ("referrer-policy", "no-referrer")],
+        Html(format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head><body><h1 id=\"title\">{title}</h1>{body}</body></html>"
+        )),
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,165 @@
+//! What the finalizer does when a notifier is deleted: revoke its tokens at LINE WORKS (so a copy
+//! of the token Secret left in a backup or a log is worthless) and delete the token Secret (so a
+//! relay stops using it at once, also where no garbage collector runs). It never blocks deletion
+//! for long: when LINE WORKS cannot be reached for `GIVE_UP_AFTER`, or the credentials are gone,
+//! it records a Warning event saying what was left and lets the deletion finish.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use super::context::Context;
+use super::metrics::ResultLabel;
+use super::reconcile::ReconcileError;
+use super::tokens::{self, Found};
+use crate::api::LineWorksNotifier;
+use crate::lineworks::{LineWorksError, TokenKind};
+
+/// Finalizer on every notifier the controller has seen.
+pub const FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";
+/// How long a deletion waits for LINE WORKS to answer the revocation.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+
+pub async fn cleanup(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = notifier.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let key = format!("{ns}/{}", notifier.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let outcome = revoke(notifier, ctx, &secrets).await?;
+    let (label, event) = match outcome {
+        Revoked::Nothing => ("nothing", None),
+        Revoked::Done(n) => (
+            "revoked",
+            Some((
+                EventType::Normal,
+                "TokensRevoked",
+                format!("revoked {n} token(s) at LINE WORKS and deleted Secret {}", notifier.token_secret_name()),
+            )),
+        ),
+        Revoked::Failed(why) => {
+            let deleting_for = notifier
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| {
+                    let secs = k8s_openapi::jiff::Timestamp::now()
+                        .duration_since(t.0)
+                        .as_secs();
+                    Duration::from_secs(u64::try_from(secs).unwrap_or_default())
+                })
+                .unwrap_or_default();
+            if why.transient && deleting_for < GIVE_UP_AFTER {
+                // Try again with backoff; the deletion waits a little for a clean revocation.
+                return Err(ReconcileError::Revocation(why.message));
+            }
+            (
+                "failed",
+                Some((
+                    EventType::Warning,
+                    "TokenRevocationFailed",
+                    format!(
+                        "could not revoke the tokens ({}); they lapse on their own (access token within 24 hours). To cut them off now, remove the app's authorization in LINE WORKS Developer Console",
+                        why.message
+                    ),
+                )),
+            )
+        }
+    };
+    if let Err(e) = secrets
+        .delete(&notifier.token_secret_name(), &Default::default())
+        .await
+        && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+    {
+        tracing::warn!(notifier = key, error = %e, "could not delete the token Secret");
+    }
+    ctx.metrics
+        .token_revocations
+        .get_or_create(&ResultLabel {
+            result: label.into(),
+        })
+        .inc();
+    if let Some((type_, reason, note)) = event {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Delete".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx
+            .recorder
+            .publish(&event, &notifier.object_ref(&()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+    ctx.forget(&key);
+    Ok(Action::await_change())
+}
+
+enum Revoked {
+    Nothing,
+    Done(usize),
+    Failed(Failure),
+}
+
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+async fn revoke(
+    notifier: &LineWorksNotifier,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+) -> Result<Revoked, ReconcileError> {
+    let read = |source| ReconcileError::Kube {
+        action: "reading the token Secret",
+        source,
+    };
+    let stored = match tokens::read(secrets, notifier).await.map_err(read)? {
+        Found::Ours {
+            stored: Some(stored),
+            ..
+        } => stored,
+        _ => return Ok(Revoked::Nothing),
+    };
+    let credentials = match super::credentials::load(secrets, notifier).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(verdict)) => {
+            return Ok(Revoked::Failed(Failure {
+                message: verdict.message,
+                transient: false,
+            }));
+        }
+        Err(source) => {
+            return Err(ReconcileError::Kube {
+                action: "reading the credentials Secret",
+                source,
+            });
+        }
+    };
+    let lineworks = ctx.lineworks(notifier);
+    let mut revoked = 0;
+    let mut wanted = vec![(stored.tokens.access_token.clone(), TokenKind::Access)];
+    if let Some(refresh) = &stored.tokens.refresh_token {
+        // The refresh token first: it is the long-lived one.
+        wanted.insert(0, (refresh.clone(), TokenKind::Refresh));
+    }
+    for (token, kind) in wanted {
+        match lineworks.revoke(&credentials.client, &token, kind).await {
+            Ok(()) => revoked += 1,
+            Err(e) => {
+                let transient = e.is_transient() || matches!(e, LineWorksError::DeadlineExceeded { .. });
+                return Ok(Revoked::Failed(Failure {
+                    message: e.to_string(),
+                    transient,
+                }));
+            }
+        }
+    }
+    Ok(Revoked::Done(revoked))
+}
