@@ -6,6 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 pub mod lineworks;
+pub mod oauth;
 pub mod operator;
 
 use lineworks_operator::control_plane::{self, ControlPlane};

@@ -1,0 +1,319 @@
+//! userAccount authorization against a real control plane and the emulator: the signed state,
+//! the controller's callback, refusals that store nothing, re-authorization, lost refresh
+//! answers, and revocation at deletion.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use kube::ResourceExt;
+use kube::api::DeleteParams;
+use lineworks_operator::emulator::Fault;
+use serde_json::json;
+use support::oauth::{self, Authorizing};
+use support::operator::WAIT;
+use support::wait_for;
+
+/// The token Secret's data keys and resourceVersion.
+async fn token_secret(env: &support::operator::Env, name: &str) -> Option<(Vec<String>, String)> {
+    env.secrets()
+        .get_opt(&format!("{name}-lineworks-token"))
+        .await
+        .expect("read Secret")
+        .map(|s| {
+            (
+                s.data.unwrap_or_default().into_keys().collect(),
+                s.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+}
+
+fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
+    let a = Authorizing::new("oauth-ok", |_| {}, Duration::from_secs(600)).await;
+    a.apply_user_account_notifier("front").await;
+    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let state = oauth::state_of(&url);
+    assert_eq!(state.split('.').count(), 3, "a signed token, not ns/name: {state}");
+    assert!(url.starts_with(&a.env.emu.auth_base_url()), "{url}");
+    assert!(url.contains("scope=bot%20bot.read"), "{url}");
+
+    // The URL stays the same across reconciles (no status churn).
+    a.env
+        .notifiers()
+        .patch(
+            "front",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .expect("annotated");
+    let again = a.authorization_url("front", "AuthorizationRequired").await;
+    assert_eq!(again, url);
+
+    let callback = oauth::consent(&url).await;
+    assert!(callback.starts_with(&a.redirect), "{callback}");
+    let (status, page) = oauth::visit(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("is authorized"), "{page}");
+    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    let (keys, version) = token_secret(&a.env, "front").await.expect("token Secret");
+    assert!(keys.contains(&"refreshToken".to_string()), "{keys:?}");
+    assert!(!keys.contains(&"authorizationState".to_string()), "{keys:?}");
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    assert_eq!(n.status.and_then(|s| s.authorization_url), None);
+
+    // Replaying the callback (browser back button, a leaked URL) stores nothing.
+    let token_calls = a.env.emu.requests("token");
+    let (status, page) = oauth::visit(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("already used"), "{page}");
+    assert_eq!(a.env.emu.requests("token"), token_calls, "no code exchange on replay");
+    let (_, after) = token_secret(&a.env, "front").await.expect("token Secret");
+    assert_eq!(after, version, "the Secret was not touched");
+    assert_eq!(a.controller.metrics.oauth_callbacks("authorized"), 1);
+    assert_eq!(a.controller.metrics.oauth_callbacks("used_state"), 1);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
+    // Links live 3 s here, so one can be seen expiring.
+    let a = Authorizing::new("oauth-bad", |_| {}, Duration::from_secs(3)).await;
+    a.apply_user_account_notifier("front").await;
+    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let state = oauth::state_of(&url);
+    let callback = oauth::consent(&url).await;
+
+    // Forged: the payload edited to name another notifier, the old unsigned form, and a token
+    // signed with another key.
+    let parts: Vec<&str> = state.split('.').collect();
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = String::from_utf8(engine.decode(parts[1]).expect("payload")).expect("utf-8");
+    let edited = engine.encode(payload.replace("\"front\"", "\"back\""));
+    let forged_payload = format!("{}.{edited}.{}", parts[0], parts[2]);
+    let other_key = lineworks_operator::controller::StateKey::ephemeral();
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    let other_signed = other_key.mint(&n, Duration::from_secs(60)).token;
+    let unsigned = format!("{}/front", a.env.ns);
+    for forged in [forged_payload, unsigned, other_signed] {
+        let (status, page) = oauth::visit(&oauth::with_state(&callback, &forged)).await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains("not issued by this operator"), "{page}");
+        assert!(page.contains("Nothing was stored"), "{page}");
+    }
+    assert_eq!(a.controller.metrics.oauth_callbacks("forged_state"), 3);
+
+    // The administrator declined at LINE WORKS.
+    let declined = format!(
+        "{}?error=access_denied&error_description=the%20user%20declined&state={}",
+        a.redirect,
+        urlencode(&state)
+    );
+    let (status, page) = oauth::visit(&declined).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("access_denied"), "{page}");
+
+    // Expired: wait until the link's own expiry has passed, then use it.
+    let exp = {
+        let claims: serde_json::Value = serde_json::from_str(&payload).expect("claims");
+        claims["exp"].as_u64().expect("exp")
+    };
+    wait_for("the link to expire", WAIT, || async move {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+        if now > exp { Ok(()) } else { Err(format!("{} s left", exp - now)) }
+    })
+    .await;
+    let (status, page) = oauth::visit(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("expired"), "{page}");
+
+    // Meanwhile the controller offered a fresh link: it works for a notifier that exists, but not
+    // once that notifier is deleted.
+    let fresh = wait_for("a fresh link", WAIT, || {
+        let a = &a;
+        let url = url.clone();
+        async move {
+            let n = a.env.notifiers().get("front").await.map_err(|e| e.to_string())?;
+            let fresh = n.status.and_then(|s| s.authorization_url).ok_or("no URL")?;
+            if fresh != url { Ok(fresh) } else { Err("still the old link".into()) }
+        }
+    })
+    .await;
+    let fresh_callback = oauth::consent(&fresh).await;
+    a.env
+        .notifiers()
+        .delete("front", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait_for("the notifier to be gone", WAIT, || async {
+        match a.env.notifiers().get_opt("front").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|n| n.map(|n| n.finalizers().to_vec())))),
+        }
+    })
+    .await;
+    let (status, page) = oauth::visit(&fresh_callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("no longer exists"), "{page}");
+
+    assert_eq!(a.env.emu.requests("token"), 0, "no code was ever exchanged");
+    assert!(token_secret(&a.env, "front").await.is_none(), "no tokens stored");
+    a.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_recovers() {
+    let a = Authorizing::new(
+        "oauth-reauth",
+        |w| {
+            w.apps[0].refresh_token_rotation = true;
+            w.apps[0].access_token_lifetime_secs = 4;
+        },
+        Duration::from_secs(600),
+    )
+    .await;
+    a.apply_user_account_notifier("front").await;
+    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let (status, _) = oauth::visit(&oauth::consent(&url).await).await;
+    assert_eq!(status, 200);
+    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    let uid = a.env.notifiers().get("front").await.expect("notifier").uid();
+
+    // 90 days pass without a refresh (or the admin's password changes): the refresh is refused.
+    a.env.emu.expire_refresh_tokens();
+    a.env
+        .wait_condition_saying("front", "Authorized", "False", "ReauthorizationRequired", "90 days")
+        .await;
+    let again = a.authorization_url("front", "ReauthorizationRequired").await;
+    assert_ne!(again, url, "a new link");
+    let (status, page) = oauth::visit(&oauth::consent(&again).await).await;
+    assert_eq!(status, 200, "{page}");
+    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    assert_eq!(n.uid(), uid, "the same notifier, not recreated");
+    let secret = a
+        .env
+        .secrets()
+        .get("front-lineworks-token")
+        .await
+        .expect("token Secret");
+    assert!(a.env.emu.refresh_token_works(&secret_value(&secret, "refreshToken")));
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety_days() {
+    let a = Authorizing::new(
+        "oauth-lost",
+        |w| {
+            w.apps[0].refresh_token_rotation = true;
+            w.apps[0].access_token_lifetime_secs = 4;
+        },
+        Duration::from_secs(600),
+    )
+    .await;
+    a.apply_user_account_notifier("front").await;
+    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    oauth::visit(&oauth::consent(&url).await).await;
+    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    // LINE WORKS rotates the refresh token but the answer never arrives.
+    a.env.emu.add_fault(Fault {
+        api: "token".into(),
+        drop_answer: true,
+        times: Some(1),
+        ..Default::default()
+    });
+    let c = a
+        .env
+        .wait_condition_saying(
+            "front",
+            "Authorized",
+            "False",
+            "ReauthorizationRequired",
+            "never finished",
+        )
+        .await;
+    assert!(c.message.contains("Refresh Token Rotation"), "{}", c.message);
+    assert!(c.message.contains(&a.env.emu.auth_base_url()), "{}", c.message);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_deletion() {
+    let a = Authorizing::new("oauth-revoke", |_| {}, Duration::from_secs(600)).await;
+    for name in ["front", "back"] {
+        a.apply_user_account_notifier(name).await;
+        let url = a.authorization_url(name, "AuthorizationRequired").await;
+        oauth::visit(&oauth::consent(&url).await).await;
+        a.env.wait_condition(name, "Ready", "True", "NotifierReady").await;
+    }
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    assert!(
+        n.finalizers().iter().any(|f| f == "lineworks-operator.dev/revoke-tokens"),
+        "{:?}",
+        n.finalizers()
+    );
+    let secret = a.env.secrets().get("front-lineworks-token").await.expect("Secret");
+    let refresh = secret_value(&secret, "refreshToken");
+    assert!(a.env.emu.refresh_token_works(&refresh));
+
+    a.env.notifiers().delete("front", &DeleteParams::default()).await.expect("deleted");
+    wait_for("front to be gone", WAIT, || async {
+        match a.env.notifiers().get_opt("front").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|n| n.is_some()))),
+        }
+    })
+    .await;
+    assert!(!a.env.emu.refresh_token_works(&refresh), "revoked at LINE WORKS");
+    assert!(token_secret(&a.env, "front").await.is_none(), "token Secret deleted");
+
+    // LINE WORKS refuses the revocation: the deletion still completes, with a Warning event.
+    a.env.emu.add_fault(Fault {
+        api: "revoke".into(),
+        status: Some(400),
+        body: Some(json!({"error": "invalid_request", "error_description": "refused"})),
+        ..Default::default()
+    });
+    a.env.notifiers().delete("back", &DeleteParams::default()).await.expect("deleted");
+    wait_for("back to be gone", WAIT, || async {
+        match a.env.notifiers().get_opt("back").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|n| n.is_some()))),
+        }
+    })
+    .await;
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(a.env.client.clone(), &a.env.ns);
+    for (name, reason) in [("front", "TokensRevoked"), ("back", "TokenRevocationFailed")] {
+        wait_for(&format!("{reason} on {name}"), WAIT, || {
+            let events = events.clone();
+            async move {
+                let list = events
+                    .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reasons: Vec<String> =
+                    list.items.iter().filter_map(|e| e.reason.clone()).collect();
+                if reasons.iter().any(|r| r == reason) { Ok(()) } else { Err(format!("{reasons:?}")) }
+            }
+        })
+        .await;
+    }
+    a.stop().await;
+}
