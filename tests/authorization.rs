@@ -44,7 +44,11 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
     a.apply_user_account_notifier("front").await;
     let url = a.authorization_url("front", "AuthorizationRequired").await;
     let state = oauth::state_of(&url);
-    assert_eq!(state.split('.').count(), 3, "a signed token, not ns/name: {state}");
+    assert_eq!(
+        state.split('.').count(),
+        3,
+        "a signed token, not ns/name: {state}"
+    );
     assert!(url.starts_with(&a.env.emu.auth_base_url()), "{url}");
     assert!(url.contains("scope=bot%20bot.read"), "{url}");
 
@@ -66,10 +70,15 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
     let (status, page) = oauth::visit(&callback).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("is authorized"), "{page}");
-    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    a.env
+        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
     let (keys, version) = token_secret(&a.env, "front").await.expect("token Secret");
     assert!(keys.contains(&"refreshToken".to_string()), "{keys:?}");
-    assert!(!keys.contains(&"authorizationState".to_string()), "{keys:?}");
+    assert!(
+        !keys.contains(&"authorizationState".to_string()),
+        "{keys:?}"
+    );
     let n = a.env.notifiers().get("front").await.expect("notifier");
     assert_eq!(n.status.and_then(|s| s.authorization_url), None);
 
@@ -78,7 +87,11 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
     let (status, page) = oauth::visit(&callback).await;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("already used"), "{page}");
-    assert_eq!(a.env.emu.requests("token"), token_calls, "no code exchange on replay");
+    assert_eq!(
+        a.env.emu.requests("token"),
+        token_calls,
+        "no code exchange on replay"
+    );
     let (_, after) = token_secret(&a.env, "front").await.expect("token Secret");
     assert_eq!(after, version, "the Secret was not touched");
     assert_eq!(a.controller.metrics.oauth_callbacks("authorized"), 1);
@@ -130,8 +143,15 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
         claims["exp"].as_u64().expect("exp")
     };
     wait_for("the link to expire", WAIT, || async move {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-        if now > exp { Ok(()) } else { Err(format!("{} s left", exp - now)) }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        if now > exp {
+            Ok(())
+        } else {
+            Err(format!("{} s left", exp - now))
+        }
     })
     .await;
     let (status, page) = oauth::visit(&callback).await;
@@ -144,9 +164,18 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
         let a = &a;
         let url = url.clone();
         async move {
-            let n = a.env.notifiers().get("front").await.map_err(|e| e.to_string())?;
+            let n = a
+                .env
+                .notifiers()
+                .get("front")
+                .await
+                .map_err(|e| e.to_string())?;
             let fresh = n.status.and_then(|s| s.authorization_url).ok_or("no URL")?;
-            if fresh != url { Ok(fresh) } else { Err("still the old link".into()) }
+            if fresh != url {
+                Ok(fresh)
+            } else {
+                Err("still the old link".into())
+            }
         }
     })
     .await;
@@ -159,7 +188,10 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
     wait_for("the notifier to be gone", WAIT, || async {
         match a.env.notifiers().get_opt("front").await {
             Ok(None) => Ok(()),
-            other => Err(format!("{:?}", other.map(|n| n.map(|n| n.finalizers().to_vec())))),
+            other => Err(format!(
+                "{:?}",
+                other.map(|n| n.map(|n| n.finalizers().to_vec()))
+            )),
         }
     })
     .await;
@@ -168,7 +200,10 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
     assert!(page.contains("no longer exists"), "{page}");
 
     assert_eq!(a.env.emu.requests("token"), 0, "no code was ever exchanged");
-    assert!(token_secret(&a.env, "front").await.is_none(), "no tokens stored");
+    assert!(
+        token_secret(&a.env, "front").await.is_none(),
+        "no tokens stored"
+    );
     a.stop().await;
 }
 
@@ -191,19 +226,37 @@ async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_r
     let url = a.authorization_url("front", "AuthorizationRequired").await;
     let (status, _) = oauth::visit(&oauth::consent(&url).await).await;
     assert_eq!(status, 200);
-    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
-    let uid = a.env.notifiers().get("front").await.expect("notifier").uid();
+    a.env
+        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
+    let uid = a
+        .env
+        .notifiers()
+        .get("front")
+        .await
+        .expect("notifier")
+        .uid();
 
     // 90 days pass without a refresh (or the admin's password changes): the refresh is refused.
     a.env.emu.expire_refresh_tokens();
     a.env
-        .wait_condition_saying("front", "Authorized", "False", "ReauthorizationRequired", "90 days")
+        .wait_condition_saying(
+            "front",
+            "Authorized",
+            "False",
+            "ReauthorizationRequired",
+            "90 days",
+        )
         .await;
-    let again = a.authorization_url("front", "ReauthorizationRequired").await;
+    let again = a
+        .authorization_url("front", "ReauthorizationRequired")
+        .await;
     assert_ne!(again, url, "a new link");
     let (status, page) = oauth::visit(&oauth::consent(&again).await).await;
     assert_eq!(status, 200, "{page}");
-    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    a.env
+        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
     let n = a.env.notifiers().get("front").await.expect("notifier");
     assert_eq!(n.uid(), uid, "the same notifier, not recreated");
     let secret = a
@@ -212,7 +265,11 @@ async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_r
         .get("front-lineworks-token")
         .await
         .expect("token Secret");
-    assert!(a.env.emu.refresh_token_works(&secret_value(&secret, "refreshToken")));
+    assert!(
+        a.env
+            .emu
+            .refresh_token_works(&secret_value(&secret, "refreshToken"))
+    );
     a.stop().await;
 }
 
@@ -230,7 +287,9 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
     a.apply_user_account_notifier("front").await;
     let url = a.authorization_url("front", "AuthorizationRequired").await;
     oauth::visit(&oauth::consent(&url).await).await;
-    a.env.wait_condition("front", "Ready", "True", "NotifierReady").await;
+    a.env
+        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
     // LINE WORKS rotates the refresh token but the answer never arrives.
     a.env.emu.add_fault(Fault {
         api: "token".into(),
@@ -248,8 +307,16 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
             "never finished",
         )
         .await;
-    assert!(c.message.contains("Refresh Token Rotation"), "{}", c.message);
-    assert!(c.message.contains(&a.env.emu.auth_base_url()), "{}", c.message);
+    assert!(
+        c.message.contains("Refresh Token Rotation"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains(&a.env.emu.auth_base_url()),
+        "{}",
+        c.message
+    );
     a.stop().await;
 }
 
@@ -260,19 +327,32 @@ async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_delet
         a.apply_user_account_notifier(name).await;
         let url = a.authorization_url(name, "AuthorizationRequired").await;
         oauth::visit(&oauth::consent(&url).await).await;
-        a.env.wait_condition(name, "Ready", "True", "NotifierReady").await;
+        a.env
+            .wait_condition(name, "Ready", "True", "NotifierReady")
+            .await;
     }
     let n = a.env.notifiers().get("front").await.expect("notifier");
     assert!(
-        n.finalizers().iter().any(|f| f == "lineworks-operator.dev/revoke-tokens"),
+        n.finalizers()
+            .iter()
+            .any(|f| f == "lineworks-operator.dev/revoke-tokens"),
         "{:?}",
         n.finalizers()
     );
-    let secret = a.env.secrets().get("front-lineworks-token").await.expect("Secret");
+    let secret = a
+        .env
+        .secrets()
+        .get("front-lineworks-token")
+        .await
+        .expect("Secret");
     let refresh = secret_value(&secret, "refreshToken");
     assert!(a.env.emu.refresh_token_works(&refresh));
 
-    a.env.notifiers().delete("front", &DeleteParams::default()).await.expect("deleted");
+    a.env
+        .notifiers()
+        .delete("front", &DeleteParams::default())
+        .await
+        .expect("deleted");
     wait_for("front to be gone", WAIT, || async {
         match a.env.notifiers().get_opt("front").await {
             Ok(None) => Ok(()),
@@ -280,8 +360,14 @@ async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_delet
         }
     })
     .await;
-    assert!(!a.env.emu.refresh_token_works(&refresh), "revoked at LINE WORKS");
-    assert!(token_secret(&a.env, "front").await.is_none(), "token Secret deleted");
+    assert!(
+        !a.env.emu.refresh_token_works(&refresh),
+        "revoked at LINE WORKS"
+    );
+    assert!(
+        token_secret(&a.env, "front").await.is_none(),
+        "token Secret deleted"
+    );
 
     // LINE WORKS refuses the revocation: the deletion still completes, with a Warning event.
     a.env.emu.add_fault(Fault {
@@ -290,7 +376,11 @@ async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_delet
         body: Some(json!({"error": "invalid_request", "error_description": "refused"})),
         ..Default::default()
     });
-    a.env.notifiers().delete("back", &DeleteParams::default()).await.expect("deleted");
+    a.env
+        .notifiers()
+        .delete("back", &DeleteParams::default())
+        .await
+        .expect("deleted");
     wait_for("back to be gone", WAIT, || async {
         match a.env.notifiers().get_opt("back").await {
             Ok(None) => Ok(()),
@@ -300,17 +390,27 @@ async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_delet
     .await;
     let events: kube::Api<k8s_openapi::api::core::v1::Event> =
         kube::Api::namespaced(a.env.client.clone(), &a.env.ns);
-    for (name, reason) in [("front", "TokensRevoked"), ("back", "TokenRevocationFailed")] {
+    for (name, reason) in [
+        ("front", "TokensRevoked"),
+        ("back", "TokenRevocationFailed"),
+    ] {
         wait_for(&format!("{reason} on {name}"), WAIT, || {
             let events = events.clone();
             async move {
                 let list = events
-                    .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+                    .list(
+                        &kube::api::ListParams::default()
+                            .fields(&format!("involvedObject.name={name}")),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 let reasons: Vec<String> =
                     list.items.iter().filter_map(|e| e.reason.clone()).collect();
-                if reasons.iter().any(|r| r == reason) { Ok(()) } else { Err(format!("{reasons:?}")) }
+                if reasons.iter().any(|r| r == reason) {
+                    Ok(())
+                } else {
+                    Err(format!("{reasons:?}"))
+                }
             }
         })
         .await;

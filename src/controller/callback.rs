@@ -51,10 +51,7 @@ impl Refusal {
     }
 }
 
-pub async fn callback(
-    State(ctx): State<Arc<Context>>,
-    Query(q): Query<CallbackQuery>,
-) -> Response {
+pub async fn callback(State(ctx): State<Arc<Context>>, Query(q): Query<CallbackQuery>) -> Response {
     let result = complete(&ctx, q).await;
     let label = match &result {
         Ok(_) => "authorized",
@@ -94,10 +91,7 @@ pub async fn callback(
         Err(Refusal::Denied(why)) => page(
             StatusCode::BAD_REQUEST,
             "LINE WORKS did not authorize the app",
-            &format!(
-                "<p>{}. Nothing was stored.</p><p>{retry}</p>",
-                escape(&why)
-            ),
+            &format!("<p>{}. Nothing was stored.</p><p>{retry}</p>", escape(&why)),
         ),
         Err(Refusal::BadRequest(why)) => page(
             StatusCode::BAD_REQUEST,
@@ -109,10 +103,7 @@ pub async fn callback(
             page(
                 StatusCode::BAD_GATEWAY,
                 "Authorization not completed",
-                &format!(
-                    "<p>{}. Nothing was stored.</p><p>{retry}</p>",
-                    escape(&why)
-                ),
+                &format!("<p>{}. Nothing was stored.</p><p>{retry}</p>", escape(&why)),
             )
         }
     }

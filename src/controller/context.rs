@@ -82,11 +82,7 @@ impl Context {
                 instance: Some(settings.instance.clone()),
             },
         );
-        let instance = format!(
-            "{}/{:08x}",
-            settings.instance,
-            rand::random::<u32>()
-        );
+        let instance = format!("{}/{:08x}", settings.instance, rand::random::<u32>());
         Ok(Self {
             client,
             settings,

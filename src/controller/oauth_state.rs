@@ -225,7 +225,11 @@ mod tests {
         let minted = key.mint(&notifier(), Duration::from_secs(60));
         let claims = key.verify(&minted.token).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (claims.ns.as_str(), claims.name.as_str(), claims.uid.as_str()),
+            (
+                claims.ns.as_str(),
+                claims.name.as_str(),
+                claims.uid.as_str()
+            ),
             ("reception", "front", "u-1")
         );
         assert_eq!(claims.nonce.len(), 32);

@@ -89,12 +89,17 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let ns = notifier.namespace().ok_or(ReconcileError::NoNamespace)?;
     let api: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, super::revocation::FINALIZER, notifier, |event| async {
-        match event {
-            FinalizerEvent::Apply(n) => run(&n, &ctx).await,
-            FinalizerEvent::Cleanup(n) => super::revocation::cleanup(&n, &ctx).await,
-        }
-    })
+    let result = finalizer(
+        &api,
+        super::revocation::FINALIZER,
+        notifier,
+        |event| async {
+            match event {
+                FinalizerEvent::Apply(n) => run(&n, &ctx).await,
+                FinalizerEvent::Cleanup(n) => super::revocation::cleanup(&n, &ctx).await,
+            }
+        },
+    )
     .await
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
@@ -515,7 +520,14 @@ async fn authorize(
         .as_ref()
         .and_then(|c| c.resource_version())
         .or(resource_version);
-    store_tokens(secrets, notifier, &tokens, &credentials.fingerprint, version).await?;
+    store_tokens(
+        secrets,
+        notifier,
+        &tokens,
+        &credentials.fingerprint,
+        version,
+    )
+    .await?;
     if tokens
         .refresh_token
         .as_ref()
@@ -618,12 +630,16 @@ fn reauthorization_verdict(notifier: &LineWorksNotifier, url: &str) -> Verdict {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Authorized"))
-        .filter(|c| c.reason == Reason::ReauthorizationRequired.as_str() && c.message.ends_with(url));
+        .filter(|c| {
+            c.reason == Reason::ReauthorizationRequired.as_str() && c.message.ends_with(url)
+        });
     match previous {
         Some(c) => unauthorized(Reason::ReauthorizationRequired, c.message.clone()),
         None => unauthorized(
             Reason::ReauthorizationRequired,
-            format!("LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: open {url}"),
+            format!(
+                "LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: open {url}"
+            ),
         ),
     }
 }

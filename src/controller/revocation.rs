@@ -23,7 +23,10 @@ pub const FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";
 /// How long a deletion waits for LINE WORKS to answer the revocation.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 
-pub async fn cleanup(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, ReconcileError> {
+pub async fn cleanup(
+    notifier: &LineWorksNotifier,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let ns = notifier.namespace().ok_or(ReconcileError::NoNamespace)?;
     let key = format!("{ns}/{}", notifier.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -35,7 +38,10 @@ pub async fn cleanup(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Acti
             Some((
                 EventType::Normal,
                 "TokensRevoked",
-                format!("revoked {n} token(s) at LINE WORKS and deleted Secret {}", notifier.token_secret_name()),
+                format!(
+                    "revoked {n} token(s) at LINE WORKS and deleted Secret {}",
+                    notifier.token_secret_name()
+                ),
             )),
         ),
         Revoked::Failed(why) => {
@@ -153,7 +159,8 @@ async fn revoke(
         match lineworks.revoke(&credentials.client, &token, kind).await {
             Ok(()) => revoked += 1,
             Err(e) => {
-                let transient = e.is_transient() || matches!(e, LineWorksError::DeadlineExceeded { .. });
+                let transient =
+                    e.is_transient() || matches!(e, LineWorksError::DeadlineExceeded { .. });
                 return Ok(Revoked::Failed(Failure {
                     message: e.to_string(),
                     transient,

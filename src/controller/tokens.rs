@@ -169,7 +169,9 @@ pub async fn write(
     put(EXPIRES_AT, &unix(tokens.expires_at()).to_string());
     put(FINGERPRINT, fingerprint);
     // A fresh object: the pending state and the refresh claim go with the old tokens.
-    save(secrets, fresh(notifier, data, resource_version)).await.map(|_| ())
+    save(secrets, fresh(notifier, data, resource_version))
+        .await
+        .map(|_| ())
 }
 
 /// Offers a new authorization `state`, keeping whatever tokens the Secret holds (a notifier

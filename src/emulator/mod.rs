@@ -338,6 +338,20 @@ impl Emulator {
             .is_some_and(|g| g.expires_at > std::time::SystemTime::now())
     }
 
+    /// Whether a newer refresh token replaced this one (rotation on, token kept by a reuse window).
+    pub fn refresh_token_rotated(&self, token: &str) -> bool {
+        self.state
+            .lock()
+            .refresh
+            .get(token)
+            .is_some_and(|g| g.rotated)
+    }
+
+    /// Refresh-token grants answered so far.
+    pub fn refreshes(&self) -> u64 {
+        self.state.lock().refreshes
+    }
+
     /// Lets every refresh token lapse, as after 90 days unused.
     pub fn expire_refresh_tokens(&self) {
         let past = std::time::SystemTime::now() - Duration::from_secs(1);

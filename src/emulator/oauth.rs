@@ -172,6 +172,7 @@ pub async fn token(
                     subject,
                     expires_at: SystemTime::now()
                         + Duration::from_secs(app.refresh_token_lifetime_secs),
+                    rotated: false,
                 },
             );
             issue(&state, &app, &scopes, subject_for_access, Some(refresh))
@@ -314,6 +315,7 @@ fn refresh_grant(state: &Shared, app: &AppDef, form: &HashMap<String, String>) -
         } else if let Some(old) = guard.refresh.get_mut(&token) {
             let until = SystemTime::now() + Duration::from_secs(app.refresh_token_reuse_secs);
             old.expires_at = old.expires_at.min(until);
+            old.rotated = true;
         }
         let new = new_token("rt-");
         guard.refresh.insert(
@@ -321,6 +323,7 @@ fn refresh_grant(state: &Shared, app: &AppDef, form: &HashMap<String, String>) -
             RefreshGrant {
                 expires_at: SystemTime::now()
                     + Duration::from_secs(app.refresh_token_lifetime_secs),
+                rotated: false,
                 ..grant.clone()
             },
         );
@@ -328,6 +331,7 @@ fn refresh_grant(state: &Shared, app: &AppDef, form: &HashMap<String, String>) -
     } else {
         None
     };
+    guard.refreshes += 1;
     drop(guard);
     issue(state, app, &grant.scopes, grant.subject.clone(), rotated)
 }

@@ -34,6 +34,8 @@ pub struct RefreshGrant {
     pub scopes: Vec<String>,
     pub subject: Subject,
     pub expires_at: SystemTime,
+    /// A newer refresh token replaced this one (rotation on); it lives on only in the reuse window.
+    pub rotated: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +114,8 @@ pub struct State {
     pub requests: BTreeMap<String, u64>,
     /// Requests answered 429 by the rate limit (not by an injected fault).
     pub rate_limited: u64,
+    /// Refresh-token grants that issued tokens.
+    pub refreshes: u64,
     windows: HashMap<(i64, &'static str), Window>,
 }
 
