@@ -1,6 +1,7 @@
 //! lineworks-operator: LINE WORKS visitor notifications, declared as Kubernetes objects.
 
 pub mod api;
+pub mod cli;
 #[cfg(feature = "local-control-plane")]
 pub mod control_plane;
 pub mod controller;

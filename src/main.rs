@@ -39,6 +39,35 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: String,
     },
+    /// Authorize a userAccount notifier: print the URL to open (or run a local callback with
+    /// --listen) and wait until it is Authorized.
+    Authorize {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Run the OAuth callback on this machine (for clusters without an Ingress), e.g.
+        /// 127.0.0.1:8400; the redirect URL must be registered on the app.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Redirect URL registered on the app (default http://LISTEN/oauth/callback).
+        #[arg(long, requires = "listen")]
+        redirect_url: Option<String>,
+        /// How long to wait for the administrator, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Print a notifier's conditions with what to fix; exits non-zero unless Ready.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Send a test notification (the console's テスト通知 button) and print the result per target.
+    TestNotify {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How long to wait for the result, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Start a local control plane, install the CRD and the examples, and show them.
     #[cfg(feature = "local-control-plane")]
     Demo {
@@ -46,6 +75,31 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The notifier: NAME, or NAMESPACE/NAME.
+    notifier: String,
+    /// Namespace of NAME (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+impl TargetArgs {
+    async fn resolve(
+        self,
+    ) -> Result<
+        (kube::Client, lineworks_operator::cli::NotifierRef),
+        lineworks_operator::cli::CliError,
+    > {
+        let client = kube::Client::try_default().await?;
+        let namespace = self
+            .namespace
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let at = lineworks_operator::cli::NotifierRef::parse(&self.notifier, &namespace)?;
+        Ok((client, at))
+    }
 }
 
 #[derive(clap::Args)]
@@ -158,6 +212,43 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Authorize {
+            target,
+            listen,
+            redirect_url,
+            timeout_secs,
+        } => async {
+            let (client, notifier) = target.resolve().await?;
+            let options = lineworks_operator::cli::authorize::AuthorizeOptions {
+                notifier,
+                listen,
+                redirect_url,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+            };
+            lineworks_operator::cli::authorize::run(client, options).await
+        }
+        .await
+        .map_err(Into::into),
+        Command::Status { target } => async {
+            let (client, at) = target.resolve().await?;
+            lineworks_operator::cli::status(client, &at).await
+        }
+        .await
+        .map_err(Into::into),
+        Command::TestNotify {
+            target,
+            timeout_secs,
+        } => async {
+            let (client, at) = target.resolve().await?;
+            lineworks_operator::cli::test_notify(
+                client,
+                &at,
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
+        .await
+        .map_err(Into::into),
         Command::RelayOpenapi => {
             print!("{}", lineworks_operator::relay::openapi::document_text());
             Ok(())

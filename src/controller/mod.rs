@@ -7,14 +7,14 @@
 
 mod callback;
 mod context;
-mod credentials;
+pub(crate) mod credentials;
 mod metrics;
 pub mod oauth_state;
 mod reconcile;
 mod revocation;
 mod server;
 mod status;
-mod tokens;
+pub(crate) mod tokens;
 mod verdict;
 
 use std::net::SocketAddr;

@@ -1,0 +1,189 @@
+//! The terminal helpers (`authorize`, `status`, `test-notify`) as a person runs them: the
+//! binary, a kubeconfig, a real control plane, a controller and the emulator.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::oauth::{self, Authorizing};
+use support::operator::{Env, WAIT, good_credentials};
+use support::wait_for;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+fn command(env: &Env, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lineworks-operator"));
+    c.args(args)
+        .env("KUBECONFIG", env.plane.kubeconfig_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Reads stdout until a line holds an http URL; returns it.
+async fn url_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("stdout") {
+            if let Some(url) = line.trim().strip_prefix("http") {
+                return format!("http{url}");
+            }
+        }
+        panic!("the command printed no URL");
+    })
+    .await
+    .expect("a URL within the wait")
+}
+
+async fn finish(mut child: Child, mut lines: Lines<BufReader<ChildStdout>>) -> (bool, String) {
+    let mut out = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("the command ends")
+        .expect("exit status");
+    (status.success(), out)
+}
+
+#[tokio::test]
+async fn authorize_with_a_local_callback_stores_tokens_without_reaching_the_cluster() {
+    let local = oauth::free_addr();
+    let local_redirect = format!("http://{local}/oauth/callback");
+    let redirect = local_redirect.clone();
+    let a = Authorizing::new(
+        "cli-authorize-local",
+        move |w| w.apps[0].redirect_uris.push(redirect),
+        Duration::from_secs(600),
+    )
+    .await;
+    a.apply_user_account_notifier("front").await;
+    a.authorization_url("front", "AuthorizationRequired").await;
+
+    let mut child = command(
+        &a.env,
+        &[
+            "authorize",
+            "front",
+            "-n",
+            &a.env.ns,
+            "--listen",
+            &local.to_string(),
+            "--timeout-secs",
+            "60",
+        ],
+    )
+    .spawn()
+    .expect("authorize starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = url_line(&mut lines).await;
+    assert!(url.contains("redirect_uri=http%3A%2F%2F127.0.0.1"), "{url}");
+
+    let callback = oauth::consent(&url).await;
+    assert!(callback.starts_with(&local_redirect), "{callback}");
+    // A callback with another state is refused and the command keeps waiting for the real one.
+    let (status, page) = oauth::visit(&oauth::with_state(&callback, "forged")).await;
+    assert_eq!(status, 400, "{page}");
+    let (status, page) = oauth::visit(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    let (ok, out) = finish(child, lines).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Tokens stored"), "{out}");
+    assert!(out.contains("✓ Authorized"), "{out}");
+    a.env
+        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_prints_the_controllers_link_and_waits_for_it() {
+    let a = Authorizing::new("cli-authorize", |_| {}, Duration::from_secs(600)).await;
+    a.apply_user_account_notifier("front").await;
+    let offered = a.authorization_url("front", "AuthorizationRequired").await;
+    let mut child = command(
+        &a.env,
+        &[
+            "authorize",
+            &format!("{}/front", a.env.ns),
+            "--timeout-secs",
+            "60",
+        ],
+    )
+    .spawn()
+    .expect("authorize starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = url_line(&mut lines).await;
+    assert_eq!(url, offered);
+    let (status, _) = oauth::visit(&oauth::consent(&url).await).await;
+    assert_eq!(status, 200);
+    let (ok, out) = finish(child, lines).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("✓ Authorized"), "{out}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn status_and_test_notify_answer_like_the_console() {
+    let env = Env::new("cli-status", support::lineworks::world()).await;
+    env.apply_secret("app", good_credentials()).await;
+    let controller = env.start_controller(None);
+    env.apply_notifier("front", serde_json::json!({})).await;
+    env.wait_condition("front", "Ready", "True", "NotifierReady")
+        .await;
+
+    let out = command(&env, &["status", "front", "-n", &env.ns])
+        .output()
+        .await
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("✓ Ready"), "{text}");
+
+    let out = command(&env, &["test-notify", &format!("{}/front", env.ns)])
+        .output()
+        .await
+        .expect("test-notify runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("✓ user hogehoge@testtest: delivered"),
+        "{text}"
+    );
+    assert!(text.contains("✓ room"), "{text}");
+    wait_for("the test message at the emulator", WAIT, || async {
+        let n = env.emu.delivered().len();
+        if n == 2 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+
+    // A broken notifier: status exits non-zero and prints the fix.
+    env.patch_spec(
+        "front",
+        serde_json::json!({"roomId": support::lineworks::ROOM_WITHOUT_BOT}),
+    )
+    .await;
+    env.wait_condition("front", "BotInService", "False", "BotNotInRoom")
+        .await;
+    let out = command(&env, &["status", "front", "-n", &env.ns])
+        .output()
+        .await
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("✗ BotInService"), "{text}");
+    assert!(text.contains("BotNotInRoom"), "{text}");
+    let out = command(&env, &["status", "missing", "-n", &env.ns])
+        .output()
+        .await
+        .expect("status runs");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    controller.stop().await;
+}
