@@ -4,14 +4,14 @@
 CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries crds openapi build bench clean-cache
+.PHONY: demo test lint k8s-binaries browser-deps crds openapi build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --quiet -- demo $(ARGS)
 
 ## test: formatting, lints, and every test against a real control plane (README's second command)
-test: lint k8s-binaries
+test: lint k8s-binaries browser-deps
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) test --all-targets --locked
 
 lint:
@@ -25,6 +25,10 @@ bench: k8s-binaries
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:
 	@scripts/k8s-binaries.sh >/dev/null
+
+## browser-deps: Debian's chromium and chromium-driver for the browser test (installed once)
+browser-deps:
+	@scripts/browser-deps.sh
 
 ## openapi: regenerate the committed relay OpenAPI document
 openapi:
