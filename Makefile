@@ -3,16 +3,18 @@
 
 CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
+CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries browser-deps crds openapi build bench clean-cache
+.PHONY: demo test lint k8s-binaries helm browser-deps crds openapi build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --quiet -- demo $(ARGS)
 
 ## test: formatting, lints, and every test against a real control plane (README's second command)
-test: lint k8s-binaries browser-deps
-	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) test --all-targets --locked
+test: lint k8s-binaries helm browser-deps
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" LINEWORKS_HELM="$$(scripts/helm-binary.sh)" \
+		$(CARGO) test --all-targets --locked
 
 lint:
 	$(CARGO) fmt --all --check
@@ -26,6 +28,10 @@ bench: k8s-binaries
 k8s-binaries:
 	@scripts/k8s-binaries.sh >/dev/null
 
+## helm: build (once) the helm CLI pinned in tools/helm/go.mod, for the chart tests
+helm:
+	@scripts/helm-binary.sh >/dev/null
+
 ## browser-deps: Debian's chromium and chromium-driver for the browser test (installed once)
 browser-deps:
 	@scripts/browser-deps.sh
@@ -37,6 +43,7 @@ openapi:
 ## crds: regenerate the committed CRD from the Rust types
 crds:
 	$(CARGO) run --quiet -- crd > $(CRD_FILE)
+	cp $(CRD_FILE) $(CHART_CRD_FILE)
 
 build:
 	$(CARGO) build --release --locked
