@@ -144,6 +144,9 @@ struct RelayArgs {
     /// Sidecar mode: the notifier (namespace/name) served at /v1/notifications.
     #[arg(long, env = "RELAY_NOTIFIER")]
     notifier: Option<String>,
+    /// Sidecar mode: the notifier's token Secret, if spec.auth.tokenSecretName renames it.
+    #[arg(long, requires = "notifier")]
+    token_secret: Option<String>,
     /// Watch one namespace (Deployment mode); default all.
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -278,6 +281,7 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
     options.namespace = args.namespace;
     options.deadline = std::time::Duration::from_secs(args.deadline_secs);
     options.queue_capacity = args.queue_capacity;
+    options.token_secret = args.token_secret;
     options.client_pacing = !args.no_client_pacing;
     if let Some(n) = args.notifier {
         let (ns, name) = n

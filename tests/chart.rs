@@ -416,3 +416,91 @@ async fn the_controller_runs_under_the_charts_cluster_and_namespaced_rbac() {
     controller_under_the_charts_account("cluster").await;
     controller_under_the_charts_account("namespaced").await;
 }
+
+/// examples/relay-sidecar.yaml: its Role names exactly the notifier and its token Secret, and a
+/// relay running under that ServiceAccount delivers.
+#[tokio::test]
+async fn the_documented_relay_sidecar_delivers_under_its_narrow_role() {
+    let env = Env::new("sidecar", support::lineworks::world()).await;
+    env.apply_good_secret().await;
+    let controller = env.start_controller(None);
+    env.apply_notifier("front-desk", json!({})).await;
+    env.wait_condition("front-desk", "Ready", "True", "NotifierReady")
+        .await;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/relay-sidecar.yaml"
+    ))
+    .expect("example");
+    let rbac: Vec<String> = example
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Deployment"))
+        .map(|doc| doc.to_string())
+        .collect();
+    let mut child = env
+        .plane
+        .kubectl()
+        .args(["apply", "-n", &env.ns, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rbac.join("\n---\n").as_bytes())
+        .expect("written");
+    assert!(child.wait().expect("kubectl ends").success());
+    let sa = format!("system:serviceaccount:{}:reception", env.ns);
+    let out = kubectl(
+        env.plane,
+        &[
+            "auth", "can-i", "list", "secrets", "-n", &env.ns, "--as", &sa,
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no",
+        "only its token Secret"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = service_account_kubeconfig(&env, &env.ns, "reception", dir.path());
+    let addr = support::oauth::free_addr();
+    let _relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+        .args([
+            "relay",
+            &format!("--listen={addr}"),
+            &format!("--notifier={}/front-desk", env.ns),
+            &format!("--namespace={}", env.ns),
+            "--no-auth",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("relay starts");
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/notifications");
+    let answer = wait_for("the sidecar relay to deliver", WAIT, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .json(&json!({"visitor": {"name": "佐藤"}, "host": "jinji", "idempotencyKey": "sidecar-1"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            if status == 200 { Ok(body) } else { Err(format!("{status} {body}")) }
+        }
+    })
+    .await;
+    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    assert_eq!(env.emu.delivered().len(), 2, "DM and room");
+    controller.stop().await;
+}

@@ -55,6 +55,9 @@ pub struct RelayOptions {
     pub listen: SocketAddr,
     /// Sidecar mode: the one notifier served at `/v1/...`.
     pub notifier: Option<(String, String)>,
+    /// Sidecar mode: the notifier's token Secret (default `<name>-lineworks-token`), watched by
+    /// name so the pod's Role can name exactly the two objects it reads.
+    pub token_secret: Option<String>,
     /// Watch one namespace; None = all (Deployment mode without a fixed notifier).
     pub namespace: Option<String>,
     /// Bearer token callers must present; None only on a loopback address.
@@ -82,6 +85,7 @@ impl RelayOptions {
         Self {
             listen,
             notifier: None,
+            token_secret: None,
             namespace: None,
             token: None,
             max_body_bytes: 16 * 1024,
@@ -269,8 +273,15 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let mut notifier_config = watcher::Config::default();
+    let mut secret_config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     if let Some((_, name)) = &options.notifier {
         notifier_config = notifier_config.fields(&format!("metadata.name={name}"));
+        let token_secret = options
+            .token_secret
+            .clone()
+            .unwrap_or_else(|| format!("{name}-lineworks-token"));
+        secret_config = secret_config.fields(&format!("metadata.name={token_secret}"));
     }
     let (notifiers, notifier_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
@@ -280,15 +291,9 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
             .for_each(|_| async {}),
     );
     tokio::spawn(
-        reflector::reflector(
-            secret_writer,
-            watcher(
-                secret_api,
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-            ),
-        )
-        .default_backoff()
-        .for_each(|_| async {}),
+        reflector::reflector(secret_writer, watcher(secret_api, secret_config))
+            .default_backoff()
+            .for_each(|_| async {}),
     );
     let http = reqwest::Client::builder()
         .connect_timeout(options.request_timeout.min(Duration::from_secs(5)))
