@@ -5,7 +5,7 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries helm browser-deps crds openapi build bench clean-cache
+.PHONY: demo test lint k8s-binaries helm browser-deps crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -39,6 +39,10 @@ browser-deps:
 ## openapi: regenerate the committed relay OpenAPI document
 openapi:
 	$(CARGO) run --quiet -- relay-openapi > docs/relay-openapi.json
+
+## docs: regenerate the reference pages (CRD fields, relay API, metrics) from the code
+docs: openapi
+	$(CARGO) run --quiet -- gen-docs docs
 
 ## crds: regenerate the committed CRD from the Rust types
 crds:

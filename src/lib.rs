@@ -10,6 +10,7 @@ pub mod crd;
 pub mod demo;
 pub mod emulator;
 pub mod lineworks;
+pub mod reference;
 pub mod relay;
 pub mod telemetry;
 

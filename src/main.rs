@@ -30,6 +30,12 @@ enum Command {
     Relay(RelayArgs),
     /// Print the relay's OpenAPI document.
     RelayOpenapi,
+    /// Write the generated reference pages (CRD, relay API, metrics) into a directory.
+    #[command(hide = true)]
+    GenDocs {
+        #[arg(default_value = "docs")]
+        dir: std::path::PathBuf,
+    },
     /// Serve the LINE WORKS API emulator (tests, demo, local development).
     Emulator {
         /// JSON file describing the tenant (domains, users, apps, bots, rooms).
@@ -252,6 +258,12 @@ async fn main() -> ExitCode {
         }
         .await
         .map_err(Into::into),
+        Command::GenDocs { dir } => (|| -> Result<(), Box<dyn std::error::Error>> {
+            for (name, text) in lineworks_operator::reference::pages()? {
+                std::fs::write(dir.join(name), text)?;
+            }
+            Ok(())
+        })(),
         Command::RelayOpenapi => {
             print!("{}", lineworks_operator::relay::openapi::document_text());
             Ok(())
