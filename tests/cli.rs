@@ -164,6 +164,33 @@ async fn status_and_test_notify_answer_like_the_console() {
     })
     .await;
 
+    // The same, as a kubectl plugin: `kubectl lineworks …` finds kubectl-lineworks on PATH.
+    let plugins = tempfile::tempdir().expect("plugin dir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_lineworks-operator"),
+        plugins.path().join("kubectl-lineworks"),
+    )
+    .expect("symlink");
+    let path = format!(
+        "{}:{}",
+        plugins.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env.plane.kubectl_path())
+        .args(["lineworks", "status", "front", "-n", &env.ns])
+        .env("KUBECONFIG", env.plane.kubeconfig_path())
+        .env("PATH", path)
+        .output()
+        .await
+        .expect("kubectl lineworks runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("✓ Ready"), "{text}");
+
     // A broken notifier: status exits non-zero and prints the fix.
     env.patch_spec(
         "front",
