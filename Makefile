@@ -9,7 +9,7 @@ CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-op
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
-	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --quiet -- demo $(ARGS)
+	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --locked -- demo $(ARGS)
 
 ## test: formatting, lints, and every test against a real control plane (README's second command)
 test: lint k8s-binaries helm browser-deps
