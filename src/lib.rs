@@ -9,6 +9,7 @@ pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
 pub mod emulator;
+mod html;
 pub mod lineworks;
 pub mod reference;
 pub mod relay;

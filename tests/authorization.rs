@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::DeleteParams;
 use lineworks_operator::emulator::Fault;
 use serde_json::json;
-use support::oauth::{self, Authorizing};
+use support::oauth::{self, Authorizing, secret_value};
 use support::operator::WAIT;
 use support::wait_for;
 
@@ -27,15 +27,6 @@ async fn token_secret(env: &support::operator::Env, name: &str) -> Option<(Vec<S
                 s.metadata.resource_version.unwrap_or_default(),
             )
         })
-}
-
-fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -222,10 +213,7 @@ async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_r
         Duration::from_secs(600),
     )
     .await;
-    a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
-    let (status, _) = oauth::visit(&oauth::consent(&url).await).await;
-    assert_eq!(status, 200);
+    let url = a.authorize("front").await;
     a.env
         .wait_condition("front", "Ready", "True", "NotifierReady")
         .await;
@@ -284,9 +272,7 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
         Duration::from_secs(600),
     )
     .await;
-    a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
-    oauth::visit(&oauth::consent(&url).await).await;
+    a.authorize("front").await;
     a.env
         .wait_condition("front", "Ready", "True", "NotifierReady")
         .await;
@@ -324,9 +310,7 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
 async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_deletion() {
     let a = Authorizing::new("oauth-revoke", |_| {}, Duration::from_secs(600)).await;
     for name in ["front", "back"] {
-        a.apply_user_account_notifier(name).await;
-        let url = a.authorization_url(name, "AuthorizationRequired").await;
-        oauth::visit(&oauth::consent(&url).await).await;
+        a.authorize(name).await;
         a.env
             .wait_condition(name, "Ready", "True", "NotifierReady")
             .await;

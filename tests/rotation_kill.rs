@@ -13,7 +13,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::oauth::{self, Authorizing};
+use support::oauth::{Authorizing, secret_value};
 use support::wait_for;
 
 const CYCLES: usize = 200;
@@ -41,15 +41,6 @@ fn spawn_controller(env: &support::operator::Env, log: &std::fs::File) -> Child 
         .expect("controller starts")
 }
 
-fn value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sigkills_never_lose_the_refresh_token() {
     let a = Authorizing::new(
@@ -62,13 +53,7 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
         Duration::from_secs(600),
     )
     .await;
-    a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
-    let (status, _) = oauth::visit(&oauth::consent(&url).await).await;
-    assert_eq!(status, 200);
-    a.env
-        .wait_condition("front", "Authorized", "True", "TokenValid")
-        .await;
+    a.authorize("front").await;
     let Authorizing {
         env, controller, ..
     } = a;
@@ -98,7 +83,7 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
             .get("front-lineworks-token")
             .await
             .expect("token Secret");
-        let refresh = value(&secret, "refreshToken");
+        let refresh = secret_value(&secret, "refreshToken");
         if env.emu.refresh_token_rotated(&refresh) {
             lost_answers += 1;
         }
@@ -122,7 +107,7 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
 
     // A last controller, left running, ends Ready with a refresh token that is the newest.
     let mut child = spawn_controller(&env, log.as_file());
-    let token_before = value(
+    let token_before = secret_value(
         &secrets.get("front-lineworks-token").await.expect("Secret"),
         "refreshToken",
     );
@@ -137,7 +122,7 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
                     .get("front-lineworks-token")
                     .await
                     .map_err(|e| e.to_string())?;
-                let now = value(&s, "refreshToken");
+                let now = secret_value(&s, "refreshToken");
                 if now != token_before {
                     Ok(())
                 } else {
@@ -152,7 +137,7 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let secret = secrets.get("front-lineworks-token").await.expect("Secret");
-    let refresh = value(&secret, "refreshToken");
+    let refresh = secret_value(&secret, "refreshToken");
     assert!(env.emu.refresh_token_works(&refresh));
     eprintln!(
         "{cycle} SIGKILLs in {:.1} s: {refreshes} refreshes answered, {lost_answers} kills landed between LINE WORKS's answer and the Secret write",

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::response::{Html, IntoResponse};
+use axum::http::StatusCode;
+use axum::response::Response;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
@@ -24,6 +25,7 @@ use tokio::sync::{Mutex, oneshot};
 use super::{CliError, NotifierRef, print_conditions, wait_until};
 use crate::api::{AuthMode, LineWorksNotifier};
 use crate::controller::{credentials, tokens};
+use crate::html::{escape, page};
 use crate::lineworks::{LineWorksClient, RateLimits, SecretString};
 
 pub struct AuthorizeOptions {
@@ -191,37 +193,25 @@ async fn locally(
     }
 }
 
-async fn callback(
-    State(p): State<Arc<Pending>>,
-    Query(q): Query<CallbackQuery>,
-) -> impl IntoResponse {
+async fn callback(State(p): State<Arc<Pending>>, Query(q): Query<CallbackQuery>) -> Response {
     let result = store(&p, q).await;
-    let page = match &result {
-        Ok(()) => {
-            "<h1>LINE WORKS authorized</h1><p>The tokens are stored; you can close this tab.</p>"
-                .to_string()
-        }
-        Err(why) => format!(
-            "<h1>Authorization not completed</h1><p>{}</p>",
-            html_escape(why)
-        ),
-    };
     // A wrong or replayed state does not end the wait: the right redirect may still come.
     let finished = result.is_ok() || !result.as_ref().is_err_and(|e| e.starts_with("state"));
     if finished && let Some(tx) = p.done.lock().await.take() {
         let _ = tx.send(result.clone());
     }
-    let status = if result.is_ok() { 200 } else { 400 };
-    (
-        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
-        [
-            ("cache-control", "no-store"),
-            ("referrer-policy", "no-referrer"),
-        ],
-        Html(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>lineworks-operator</title></head><body>{page}</body></html>"
-        )),
-    )
+    match &result {
+        Ok(()) => page(
+            StatusCode::OK,
+            "LINE WORKS authorized",
+            "<p>The tokens are stored; you can close this tab.</p>",
+        ),
+        Err(why) => page(
+            StatusCode::BAD_REQUEST,
+            "Authorization not completed",
+            &format!("<p>{}</p>", escape(why)),
+        ),
+    }
 }
 
 async fn store(p: &Pending, q: CallbackQuery) -> Result<(), String> {
@@ -279,10 +269,4 @@ async fn store(p: &Pending, q: CallbackQuery) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("writing the token Secret: {e}"))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use super::metrics::ResultLabel;
 use super::oauth_state::StateRejected;
 use super::tokens::{self, Found};
 use crate::api::{AuthMode, LineWorksNotifier};
+use crate::html::{escape, page};
 use crate::lineworks::SecretString;
 
 #[derive(Deserialize)]
@@ -203,22 +204,4 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
     .await
     .map_err(|e| Refusal::Failed(e.to_string()))?;
     Ok(key)
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    (
-        status,
-        [("cache-control", "no-store"), ("referrer-policy", "no-referrer")],
-        Html(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head><body><h1 id=\"title\">{title}</h1>{body}</body></html>"
-        )),
-    )
-        .into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

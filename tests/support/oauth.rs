@@ -92,6 +92,20 @@ impl Authorizing {
         .await
     }
 
+    /// The whole first authorization: apply the notifier, consent as the administrator, visit
+    /// the callback (asserting it succeeds) and wait until the notifier is Authorized. Returns
+    /// the authorization URL that was used.
+    pub async fn authorize(&self, name: &str) -> String {
+        self.apply_user_account_notifier(name).await;
+        let url = self.authorization_url(name, "AuthorizationRequired").await;
+        let (status, page) = visit(&consent(&url).await).await;
+        assert_eq!(status, 200, "{page}");
+        self.env
+            .wait_condition(name, "Authorized", "True", "TokenValid")
+            .await;
+        url
+    }
+
     pub async fn stop(self) {
         self.controller.stop().await;
     }
@@ -140,6 +154,16 @@ pub async fn visit(callback: &str) -> (u16, String) {
     let answer = http().get(callback).send().await.expect("callback answers");
     let status = answer.status().as_u16();
     (status, answer.text().await.unwrap_or_default())
+}
+
+/// A Secret's value as text (empty when absent).
+pub fn secret_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
 }
 
 /// The `state` query parameter of a URL.
