@@ -132,6 +132,11 @@ fn example_objects(emulator: &Emulator) -> Result<(Value, Value), DemoError> {
 /// Runs the demo; with `wait`, keeps everything running until Ctrl-C.
 pub async fn run(wait: bool) -> Result<(), DemoError> {
     let started = std::time::Instant::now();
+    // Catch Ctrl-C from the very start: a Ctrl-C before the wait is remembered, so the demo
+    // finishes its current step and stops through the same cleanup instead of dying mid-way.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| DemoError::Step(format!("installing the Ctrl-C handler: {e}")))?;
     step(
         "starting etcd and kube-apiserver on loopback (the first run builds kube-apiserver: several minutes)",
     );
@@ -285,7 +290,7 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
             "running. In another terminal:\n    export KUBECONFIG={}\n    kubectl get lwn -A\n    curl -H 'Content-Type: application/json' -d '{{\"visitor\":{{\"name\":\"test\"}}}}' {relay_url}\nCtrl-C stops everything and removes its files.",
             plane.kubeconfig_path().display()
         ));
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = interrupt.recv().await;
     }
     step("stopping the relay, the controller, the emulator and the control plane");
     relay.shutdown().await;
