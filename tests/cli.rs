@@ -22,6 +22,16 @@ fn command(env: &Env, args: &[&str]) -> Command {
     c
 }
 
+/// Runs a command to the end: success, stdout, stderr.
+async fn run(env: &Env, args: &[&str]) -> (bool, String, String) {
+    let out = command(env, args).output().await.expect("the command runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Reads stdout until a line holds an http URL; returns it.
 async fn url_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
     tokio::time::timeout(WAIT, async {
@@ -135,24 +145,12 @@ async fn status_and_test_notify_answer_like_the_console() {
     env.wait_condition("front", "Ready", "True", "NotifierReady")
         .await;
 
-    let out = command(&env, &["status", "front", "-n", &env.ns])
-        .output()
-        .await
-        .expect("status runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text, _) = run(&env, &["status", "front", "-n", &env.ns]).await;
+    assert!(ok, "{text}");
     assert!(text.contains("✓ Ready"), "{text}");
 
-    let out = command(&env, &["test-notify", &format!("{}/front", env.ns)])
-        .output()
-        .await
-        .expect("test-notify runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text, err) = run(&env, &["test-notify", &format!("{}/front", env.ns)]).await;
+    assert!(ok, "{text}{err}");
     assert!(
         text.contains("✓ user hogehoge@testtest: delivered"),
         "{text}"
@@ -199,18 +197,12 @@ async fn status_and_test_notify_answer_like_the_console() {
     .await;
     env.wait_condition("front", "BotInService", "False", "BotNotInRoom")
         .await;
-    let out = command(&env, &["status", "front", "-n", &env.ns])
-        .output()
-        .await
-        .expect("status runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text, _) = run(&env, &["status", "front", "-n", &env.ns]).await;
+    assert!(!ok, "{text}");
     assert!(text.contains("✗ BotInService"), "{text}");
     assert!(text.contains("BotNotInRoom"), "{text}");
-    let out = command(&env, &["status", "missing", "-n", &env.ns])
-        .output()
-        .await
-        .expect("status runs");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let (ok, _, err) = run(&env, &["status", "missing", "-n", &env.ns]).await;
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
     controller.stop().await;
 }
