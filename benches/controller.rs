@@ -18,12 +18,12 @@ use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
 use lineworks_operator::api::LineWorksNotifier;
-use lineworks_operator::control_plane::ControlPlane;
+use lineworks_control_plane::ControlPlane;
 use lineworks_operator::controller::{self, Metrics, Options, Settings};
-use lineworks_operator::emulator::{
+use lineworks_emulator::{
     AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World,
 };
-use lineworks_operator::lineworks::{
+use lineworks_client::{
     ClientConfig, ClientCredentials, LineWorksClient, RateLimits, SecretString, ServiceAccount,
 };
 use serde_json::{Value, json};
@@ -236,7 +236,7 @@ async fn main() {
     } else {
         (20, 100, 10, 6)
     };
-    lineworks_operator::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     let plane = ControlPlane::start().await.expect("control plane");
     let client = plane.client().await.expect("client");
     lineworks_operator::crd::install(&client, Duration::from_secs(30))

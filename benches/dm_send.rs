@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lineworks_operator::emulator::{AppDef, BotDef, DomainDef, Emulator, UserDef, World};
-use lineworks_operator::lineworks::{
+use lineworks_emulator::{AppDef, BotDef, DomainDef, Emulator, UserDef, World};
+use lineworks_client::{
     ClientConfig, ClientCredentials, Content, ExposeSecret, LineWorksClient, RateLimits,
     RetryPolicy, SecretString, ServiceAccount,
 };

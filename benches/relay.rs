@@ -19,9 +19,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use lineworks_operator::api::LineWorksNotifier;
-use lineworks_operator::control_plane::ControlPlane;
+use lineworks_control_plane::ControlPlane;
 use lineworks_operator::controller::{self, Options};
-use lineworks_operator::lineworks::{Content, SecretString};
+use lineworks_client::{Content, SecretString};
 use serde_json::{Value, json};
 
 const NS: &str = "relay-bench";
@@ -137,7 +137,7 @@ async fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let (n, rounds, burst) = if smoke { (40, 1, 30) } else { (2000, 3, 1000) };
     let concurrency = 16;
-    lineworks_operator::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     let plane = ControlPlane::start().await.expect("control plane");
     let client = plane.client().await.expect("client");
     lineworks_operator::crd::install(&client, Duration::from_secs(30))

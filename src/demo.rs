@@ -12,8 +12,8 @@ use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 
 use crate::api::LineWorksNotifier;
-use crate::control_plane::{ControlPlane, ControlPlaneError};
-use crate::emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
+use lineworks_control_plane::{ControlPlane, ControlPlaneError};
+use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
 
 /// Namespace the demo's objects go to.
 const NAMESPACE: &str = "demo";
@@ -239,7 +239,7 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
         "idempotencyKey": "demo-visit-1",
     });
     step(&format!("POST {relay_url}\n{}", pretty(&visitor)));
-    crate::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     let answer = post_until_ready(&relay_url, &visitor).await?;
     step(&format!("relay answered:\n{}", pretty(&answer)));
 

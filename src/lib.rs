@@ -2,15 +2,11 @@
 
 pub mod api;
 pub mod cli;
-#[cfg(feature = "local-control-plane")]
-pub mod control_plane;
 pub mod controller;
 pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
-pub mod emulator;
 mod html;
-pub mod lineworks;
 pub mod reference;
 pub mod relay;
 pub mod telemetry;

@@ -270,7 +270,7 @@ async fn main() -> ExitCode {
         }
         Command::Emulator { world, listen } => {
             telemetry::init(cli.log_format);
-            lineworks_operator::emulator::run(world.as_deref(), &listen)
+            lineworks_emulator::run(world.as_deref(), &listen)
                 .await
                 .map_err(Into::into)
         }
@@ -309,7 +309,7 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
             if text.is_empty() {
                 return Err(format!("the relay token file {} is empty", path.display()));
             }
-            Some(lineworks_operator::lineworks::SecretString::from(
+            Some(lineworks_client::SecretString::from(
                 text.to_string(),
             ))
         }

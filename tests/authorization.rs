@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
-use lineworks_operator::emulator::Fault;
+use lineworks_emulator::Fault;
 use serde_json::json;
 use support::oauth::{self, Authorizing, secret_value};
 use support::operator::WAIT;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lineworks_operator::control_plane::{self, ControlPlane};
+use lineworks_control_plane::ControlPlane;
 
 /// Set in the environment of the child test runs below; names the file they report into.
 const REPORT_ENV: &str = "LWO_LIFECYCLE_REPORT";
@@ -65,7 +65,7 @@ async fn child_with_shared_control_plane() {
     let Some(report) = std::env::var_os(REPORT_ENV) else {
         return;
     };
-    let plane = control_plane::shared().await.expect("control plane starts");
+    let plane = lineworks_control_plane::shared().await.expect("control plane starts");
     let pids: Vec<String> = plane
         .processes()
         .iter()

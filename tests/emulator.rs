@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use lineworks_operator::emulator::Emulator;
+use lineworks_emulator::Emulator;
 use serde_json::{Value, json};
 use support::lineworks::*;
 

@@ -5,8 +5,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lineworks_operator::emulator::Fault;
-use lineworks_operator::lineworks::{
+use lineworks_emulator::Fault;
+use lineworks_client::{
     Action, Api, ClientCredentials, Content, ExposeSecret, I18nText, LineWorksError, SecretString,
     ServiceAccount, TokenKind,
 };
@@ -327,7 +327,7 @@ async fn revoked_tokens_stop_working() {
     );
 }
 
-async fn token(emu: &lineworks_operator::emulator::Emulator) -> SecretString {
+async fn token(emu: &lineworks_emulator::Emulator) -> SecretString {
     client(emu, DEADLINE, None)
         .issue_service_account_token(
             &credentials(),

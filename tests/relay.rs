@@ -5,8 +5,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lineworks_operator::emulator::Fault;
-use lineworks_operator::lineworks::SecretString;
+use lineworks_emulator::Fault;
+use lineworks_client::SecretString;
 use lineworks_operator::relay::{self, RelayHandle, RelayOptions};
 use serde_json::{Value, json};
 use support::lineworks::{ROOM, world};
@@ -28,7 +28,7 @@ impl Setup {
 
     async fn with_world(
         prefix: &str,
-        world: lineworks_operator::emulator::World,
+        world: lineworks_emulator::World,
         spec: Value,
         tune: impl FnOnce(&mut RelayOptions),
     ) -> Self {

@@ -530,8 +530,8 @@ impl LineWorksNotifierSpec {
         request_timeout: std::time::Duration,
         deadline: std::time::Duration,
         pacing: bool,
-    ) -> crate::lineworks::ClientConfig {
-        crate::lineworks::ClientConfig {
+    ) -> lineworks_client::ClientConfig {
+        lineworks_client::ClientConfig {
             api_base_url: self.api_base_url().to_string(),
             auth_base_url: self.auth_base_url().to_string(),
             domain: self.domain.clone(),
@@ -540,7 +540,7 @@ impl LineWorksNotifierSpec {
                 .filter(|_| pacing)
                 .and_then(std::num::NonZeroU32::new),
             request_timeout,
-            retry: crate::lineworks::RetryPolicy {
+            retry: lineworks_client::RetryPolicy {
                 deadline,
                 ..Default::default()
             },

@@ -26,7 +26,7 @@ use super::{CliError, NotifierRef, print_conditions, wait_until};
 use crate::api::{AuthMode, LineWorksNotifier};
 use crate::controller::{credentials, tokens};
 use crate::html::{escape, page};
-use crate::lineworks::{LineWorksClient, RateLimits, SecretString};
+use lineworks_client::{LineWorksClient, RateLimits, SecretString};
 
 pub struct AuthorizeOptions {
     pub notifier: NotifierRef,
@@ -144,7 +144,7 @@ async fn locally(
         Ok(c) => c,
         Err(verdict) => return Err(CliError::Usage(verdict.message)),
     };
-    crate::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     let config =
         notifier
             .spec

@@ -20,7 +20,7 @@ use super::oauth_state::StateRejected;
 use super::tokens::{self, Found};
 use crate::api::{AuthMode, LineWorksNotifier};
 use crate::html::{escape, page};
-use crate::lineworks::SecretString;
+use lineworks_client::SecretString;
 
 #[derive(Deserialize)]
 pub struct CallbackQuery {

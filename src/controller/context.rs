@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use super::metrics::{CallMetrics, Metrics};
 use crate::api::LineWorksNotifier;
-use crate::lineworks::{LineWorksClient, RateLimits};
+use lineworks_client::{LineWorksClient, RateLimits};
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ impl Context {
         metrics: Arc<Metrics>,
         state_key: super::oauth_state::StateKey,
     ) -> Result<Self, reqwest::Error> {
-        crate::lineworks::install_crypto_provider();
+        lineworks_client::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::verdict::{Verdict, unauthorized};
 use crate::api::conditions::Reason;
 use crate::api::{AuthMode, LineWorksNotifier};
-use crate::lineworks::{ClientCredentials, ExposeSecret, SecretString, ServiceAccount};
+use lineworks_client::{ClientCredentials, ExposeSecret, SecretString, ServiceAccount};
 
 /// What the credentials Secret provides for a notifier.
 pub struct Credentials {

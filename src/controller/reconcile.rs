@@ -22,7 +22,7 @@ use crate::api::{
     AuthMode, DeliveryResult, LineWorksNotifier, LineWorksNotifierStatus, TargetKind, TargetResult,
     TestNotificationStatus,
 };
-use crate::lineworks::{
+use lineworks_client::{
     Content, I18nText, LineWorksClient, LineWorksError, SecretString, TokenSet,
 };
 
@@ -337,7 +337,7 @@ async fn authorize(
     let force_new = force_new
         || usable.as_ref().is_some_and(|s| {
             notifier.annotations().get(crate::relay::REFRESH_ANNOTATION)
-                == Some(&crate::lineworks::token_fingerprint(&s.tokens.access_token))
+                == Some(&lineworks_client::token_fingerprint(&s.tokens.access_token))
         });
     if let Some(s) = &usable
         && !force_new
@@ -531,10 +531,10 @@ async fn authorize(
     if tokens
         .refresh_token
         .as_ref()
-        .map(|r| crate::lineworks::ExposeSecret::expose_secret(r).to_string())
+        .map(|r| lineworks_client::ExposeSecret::expose_secret(r).to_string())
         != previous_refresh
             .as_ref()
-            .map(|r| crate::lineworks::ExposeSecret::expose_secret(r).to_string())
+            .map(|r| lineworks_client::ExposeSecret::expose_secret(r).to_string())
     {
         findings.status.refresh_token_expires_at = Some(Time(to_timestamp(
             tokens.issued_at + REFRESH_TOKEN_LIFETIME,

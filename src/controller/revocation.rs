@@ -16,7 +16,7 @@ use super::metrics::ResultLabel;
 use super::reconcile::ReconcileError;
 use super::tokens::{self, Found};
 use crate::api::LineWorksNotifier;
-use crate::lineworks::{LineWorksError, TokenKind};
+use lineworks_client::{LineWorksError, TokenKind};
 
 /// Finalizer on every notifier the controller has seen.
 pub const FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";

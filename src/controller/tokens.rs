@@ -17,7 +17,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::LineWorksNotifier;
-use crate::lineworks::{ExposeSecret, SecretString, TokenSet};
+use lineworks_client::{ExposeSecret, SecretString, TokenSet};
 
 /// Label on every token Secret, for watches and for people.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

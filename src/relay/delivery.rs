@@ -3,7 +3,7 @@
 //! when a room is configured; a route's own targets instead when a route is named.
 
 use crate::api::LineWorksNotifier;
-use crate::lineworks::{Content, LineWorksClient, LineWorksError, SecretString};
+use lineworks_client::{Content, LineWorksClient, LineWorksError, SecretString};
 
 use super::api::{Outcome, Target, TargetStatus};
 

@@ -39,14 +39,14 @@ use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
 use crate::controller::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::lineworks::{LineWorksClient, LineWorksError, RateLimits, SecretString};
+use lineworks_client::{LineWorksClient, LineWorksError, RateLimits, SecretString};
 use api::{
     NotificationRequest, NotificationResult, Outcome, Problem, Readiness, Target, TargetStatus,
 };
 use idempotency::{Answer, Claim};
 
 /// Annotation through which the relay asks the controller for a new token: the fingerprint
-/// ([`token_fingerprint`](crate::lineworks::token_fingerprint)) of the token LINE WORKS rejected.
+/// ([`token_fingerprint`](lineworks_client::token_fingerprint)) of the token LINE WORKS rejected.
 pub const REFRESH_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
 
 /// How the relay runs.
@@ -282,7 +282,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
     if options.token.is_none() && !options.listen.ip().is_loopback() {
         return Err(RelayError::NoTokenOnPublicAddress(options.listen));
     }
-    crate::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     let namespace = options
         .namespace
         .clone()
@@ -418,7 +418,7 @@ impl Relay {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        use crate::lineworks::ExposeSecret;
+        use lineworks_client::ExposeSecret;
         bool::from(
             presented
                 .as_bytes()
@@ -480,10 +480,10 @@ impl Relay {
         notifier: &LineWorksNotifier,
         rejected: &SecretString,
     ) -> Option<SecretString> {
-        use crate::lineworks::ExposeSecret;
+        use lineworks_client::ExposeSecret;
         let ns = notifier.namespace()?;
         let api: Api<LineWorksNotifier> = Api::namespaced(self.client.clone(), &ns);
-        let rejected_name = crate::lineworks::token_fingerprint(rejected);
+        let rejected_name = lineworks_client::token_fingerprint(rejected);
         let patch =
             serde_json::json!({"metadata": {"annotations": {REFRESH_ANNOTATION: rejected_name}}});
         if let Err(e) = api
@@ -683,7 +683,7 @@ async fn handle_notification(
         request
             .text
             .as_deref()
-            .and_then(|t| too_long("text", t, crate::lineworks::MAX_TEXT_CHARS)),
+            .and_then(|t| too_long("text", t, lineworks_client::MAX_TEXT_CHARS)),
     ];
     if let Some(why) = checks.into_iter().flatten().next() {
         return relay.reject(StatusCode::BAD_REQUEST, "Field too long", why);

@@ -5,7 +5,7 @@
 //! overrides are dropped from field values, and the result is cut to LINE WORKS's 2,000 characters.
 
 use crate::api::{LineWorksNotifier, MessageTemplate};
-use crate::lineworks::{Content, I18nText, MAX_TEXT_CHARS};
+use lineworks_client::{Content, I18nText, MAX_TEXT_CHARS};
 
 /// Japanese default for a visitor notification.
 pub const DEFAULT_VISITOR_TEXT: &str = "【来客通知】{{company}} {{name}} 様（{{count}}名）が {{host}} 様を訪ねて来られました。\n用件: {{purpose}}\n{{note}}";

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lineworks_operator::emulator::{
+use lineworks_emulator::{
     AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World,
 };
-use lineworks_operator::lineworks::{
+use lineworks_client::{
     ClientConfig, ClientCredentials, LineWorksClient, RateLimits, RetryPolicy, SecretString,
     ServiceAccount,
 };
@@ -110,7 +110,7 @@ pub fn world() -> World {
 }
 
 pub async fn emulator(world: World) -> Emulator {
-    lineworks_operator::lineworks::install_crypto_provider();
+    lineworks_client::install_crypto_provider();
     Emulator::start(world, "127.0.0.1:0")
         .await
         .expect("emulator starts")

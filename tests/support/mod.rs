@@ -9,11 +9,11 @@ pub mod lineworks;
 pub mod oauth;
 pub mod operator;
 
-use lineworks_operator::control_plane::{self, ControlPlane};
+use lineworks_control_plane::ControlPlane;
 
 /// The control plane of this test binary, with the CRD installed.
 pub async fn control_plane_with_crd() -> &'static ControlPlane {
-    let plane = control_plane::shared()
+    let plane = lineworks_control_plane::shared()
         .await
         .unwrap_or_else(|e| panic!("control plane did not start: {e}"));
     let client = plane.client().await.expect("admin client");

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lineworks_operator::emulator::World;
+use lineworks_emulator::World;
 use serde_json::{Value, json};
 
 use super::operator::{Env, Running, WAIT};

@@ -403,7 +403,7 @@ pub async fn k8s_bin_dir() -> Result<PathBuf, ControlPlaneError> {
     if let Some(path) = std::env::var_os(K8S_BIN_DIR_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/k8s-binaries.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/k8s-binaries.sh");
     let build_err = |detail: String| ControlPlaneError::Build {
         script: script.display().to_string(),
         detail,
