@@ -2,6 +2,7 @@
 //! of its status conditions.
 
 pub mod conditions;
+pub mod contract;
 pub mod notifier;
 
 pub use notifier::*;

@@ -10,10 +10,8 @@ use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Public LINE WORKS API 2.0 base URL, used when `spec.apiBaseURL` is not set.
-pub const DEFAULT_API_BASE_URL: &str = "https://www.worksapis.com/v1.0";
-/// Public LINE WORKS OAuth base URL, used when `spec.authBaseURL` is not set.
-pub const DEFAULT_AUTH_BASE_URL: &str = "https://auth.worksmobile.com/oauth2/v2.0";
+use super::contract::{DEFAULT_API_BASE_URL, DEFAULT_AUTH_BASE_URL, token_secret};
+
 /// Calls per minute per API allowed on the Free plan, the safe default.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: i32 = 60;
 
@@ -558,7 +556,7 @@ impl LineWorksNotifier {
     pub fn token_secret_name(&self) -> String {
         match &self.spec.auth.token_secret_name {
             Some(name) if !name.is_empty() => name.clone(),
-            _ => format!("{}-lineworks-token", kube::ResourceExt::name_any(self)),
+            _ => token_secret::default_name(&kube::ResourceExt::name_any(self)),
         }
     }
 }

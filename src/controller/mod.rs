@@ -38,8 +38,7 @@ pub use oauth_state::{StateKey, StateKeySecret};
 /// Where the controller serves the OAuth callback unless told otherwise.
 pub const DEFAULT_CALLBACK_PATH: &str = "/oauth/callback";
 pub use metrics::Metrics;
-pub use reconcile::{DEFAULT_TEST_TEXT, ReconcileError};
-pub use tokens::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL};
+pub use reconcile::ReconcileError;
 
 /// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +235,7 @@ pub async fn run_with(
     let store = controller.store();
     let token_secrets = watcher(
         secrets.clone(),
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        watcher::Config::default().labels(&crate::api::contract::managed_selector()),
     )
     .touched_objects();
     let credential_secrets = watcher(secrets, watcher::Config::default()).touched_objects();

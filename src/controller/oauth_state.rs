@@ -87,8 +87,8 @@ impl StateKey {
                 metadata: ObjectMeta {
                     name: Some(at.name.clone()),
                     labels: Some(BTreeMap::from([(
-                        super::MANAGED_BY_LABEL.to_string(),
-                        super::MANAGED_BY.to_string(),
+                        crate::api::contract::MANAGED_BY_LABEL.to_string(),
+                        crate::api::contract::MANAGED_BY.to_string(),
                     )])),
                     ..Default::default()
                 },

@@ -28,8 +28,6 @@ use lineworks_client::{
 
 /// Lifetime of a LINE WORKS refresh token.
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
-/// Text of the test notification unless `templates.test` says otherwise (the seed's wording).
-pub const DEFAULT_TEST_TEXT: &str = "LINE WORKS テスト通知";
 
 /// Failures that stop a reconcile before it can report in status (the API server itself).
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +334,7 @@ async fn authorize(
     // The relay saw LINE WORKS reject this very token (annotation = its fingerprint): renew.
     let force_new = force_new
         || usable.as_ref().is_some_and(|s| {
-            notifier.annotations().get(crate::relay::REFRESH_ANNOTATION)
+            notifier.annotations().get(crate::api::contract::REFRESH_REQUESTED_ANNOTATION)
                 == Some(&lineworks_client::token_fingerprint(&s.tokens.access_token))
         });
     if let Some(s) = &usable
@@ -948,7 +946,7 @@ fn test_content(notifier: &LineWorksNotifier) -> Content {
                 })
                 .collect(),
         },
-        None => Content::text(DEFAULT_TEST_TEXT),
+        None => Content::text(crate::api::contract::DEFAULT_TEST_TEXT),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::api::LineWorksNotifier;
 use lineworks_client::{LineWorksError, TokenKind};
 
 /// Finalizer on every notifier the controller has seen.
-pub const FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";
+pub use crate::api::contract::REVOKE_FINALIZER as FINALIZER;
 /// How long a deletion waits for LINE WORKS to answer the revocation.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 

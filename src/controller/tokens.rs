@@ -19,22 +19,11 @@ use kube::{Api, Resource, ResourceExt};
 use crate::api::LineWorksNotifier;
 use lineworks_client::{ExposeSecret, SecretString, TokenSet};
 
-/// Label on every token Secret, for watches and for people.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "lineworks-operator";
-/// Label naming the notifier a token Secret belongs to.
-pub const NOTIFIER_LABEL: &str = "lineworks-operator.dev/notifier";
-
-const ACCESS_TOKEN: &str = "accessToken";
-const REFRESH_TOKEN: &str = "refreshToken";
-const TOKEN_TYPE: &str = "tokenType";
-const SCOPE: &str = "scope";
-const ISSUED_AT: &str = "issuedAt";
-const EXPIRES_AT: &str = "expiresAt";
-const FINGERPRINT: &str = "credentialsFingerprint";
-const AUTHORIZATION_STATE: &str = "authorizationState";
-/// Annotation "<holder> <unix millis>" present while a refresh is in flight.
-pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
+use crate::api::contract::token_secret::{
+    ACCESS_TOKEN, AUTHORIZATION_STATE, CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT,
+    ISSUED_AT, REFRESH_TOKEN, SCOPE, TOKEN_TYPE,
+};
+use crate::api::contract::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION};
 
 /// A refresh some process started and has not finished.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,16 +38,12 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
-use crate::controller::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::api::contract::{self, REFRESH_REQUESTED_ANNOTATION, token_secret};
 use lineworks_client::{LineWorksClient, LineWorksError, RateLimits, SecretString};
 use api::{
     NotificationRequest, NotificationResult, Outcome, Problem, Readiness, Target, TargetStatus,
 };
 use idempotency::{Answer, Claim};
-
-/// Annotation through which the relay asks the controller for a new token: the fingerprint
-/// ([`token_fingerprint`](lineworks_client::token_fingerprint)) of the token LINE WORKS rejected.
-pub const REFRESH_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
 
 /// How the relay runs.
 #[derive(Clone, Debug)]
@@ -296,13 +292,13 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
     };
     let mut notifier_config = watcher::Config::default();
     let mut secret_config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        watcher::Config::default().labels(&contract::managed_selector());
     if let Some((_, name)) = &options.notifier {
         notifier_config = notifier_config.fields(&format!("metadata.name={name}"));
         let token_secret = options
             .token_secret
             .clone()
-            .unwrap_or_else(|| format!("{name}-lineworks-token"));
+            .unwrap_or_else(|| token_secret::default_name(name));
         secret_config = secret_config.fields(&format!("metadata.name={token_secret}"));
     }
     let (notifiers, notifier_writer) = reflector::store();
@@ -445,7 +441,7 @@ impl Relay {
         let secret = self
             .secrets
             .get(&ObjectRef::new(&notifier.token_secret_name()).within(&ns))?;
-        let bytes = secret.data.as_ref()?.get("accessToken")?;
+        let bytes = secret.data.as_ref()?.get(token_secret::ACCESS_TOKEN)?;
         String::from_utf8(bytes.0.clone())
             .ok()
             .map(SecretString::from)
@@ -485,7 +481,7 @@ impl Relay {
         let api: Api<LineWorksNotifier> = Api::namespaced(self.client.clone(), &ns);
         let rejected_name = lineworks_client::token_fingerprint(rejected);
         let patch =
-            serde_json::json!({"metadata": {"annotations": {REFRESH_ANNOTATION: rejected_name}}});
+            serde_json::json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: rejected_name}}});
         if let Err(e) = api
             .patch(
                 &notifier.name_any(),
@@ -892,7 +888,7 @@ async fn deliver(
     let content = if test {
         templates::content(
             spec.templates.as_ref().and_then(|t| t.test.as_ref()),
-            crate::controller::DEFAULT_TEST_TEXT,
+            contract::DEFAULT_TEST_TEXT,
             &fields,
         )
     } else {

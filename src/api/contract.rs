@@ -1,0 +1,53 @@
+//! What the controller, the relay and the CLI agree on beyond the CRD's schema: labels,
+//! annotations, the token Secret's name and keys, and default texts. One definition each, so the
+//! components cannot drift apart and none has to import another to learn them.
+
+/// Label on every object the operator creates (token Secrets, the state-key Secret), so watches
+/// can select exactly those.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "lineworks-operator";
+/// Label naming the notifier a token Secret belongs to.
+pub const NOTIFIER_LABEL: &str = "lineworks-operator.dev/notifier";
+
+/// Label selector matching the objects the operator manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// Annotation on a notifier through which the relay asks the controller for a new token: the
+/// [`token_fingerprint`](lineworks_client::token_fingerprint) of the token LINE WORKS rejected.
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
+/// Annotation `<holder> <unix millis>` on a token Secret while a refresh is in flight.
+pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
+/// Finalizer that revokes a notifier's tokens before it goes.
+pub const REVOKE_FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";
+
+/// The token Secret: its default name and its keys.
+pub mod token_secret {
+    /// Default name of a notifier's token Secret (`spec.auth.tokenSecretName` overrides it).
+    pub fn default_name(notifier: &str) -> String {
+        format!("{notifier}-lineworks-token")
+    }
+
+    pub const ACCESS_TOKEN: &str = "accessToken";
+    pub const REFRESH_TOKEN: &str = "refreshToken";
+    pub const TOKEN_TYPE: &str = "tokenType";
+    pub const SCOPE: &str = "scope";
+    /// Unix seconds.
+    pub const ISSUED_AT: &str = "issuedAt";
+    /// Unix seconds.
+    pub const EXPIRES_AT: &str = "expiresAt";
+    /// SHA-256 prefix of the credentials the tokens were obtained with.
+    pub const CREDENTIALS_FINGERPRINT: &str = "credentialsFingerprint";
+    /// userAccount: the `state` of the authorization URL being offered.
+    pub const AUTHORIZATION_STATE: &str = "authorizationState";
+}
+
+/// Text of the test notification unless `spec.templates.test` says otherwise (the wording of the
+/// console's テスト通知 in the vendor's manual).
+pub const DEFAULT_TEST_TEXT: &str = "LINE WORKS テスト通知";
+
+/// Public LINE WORKS API 2.0 base URL, used when `spec.apiBaseURL` is not set.
+pub const DEFAULT_API_BASE_URL: &str = lineworks_client::PUBLIC_API_BASE_URL;
+/// Public LINE WORKS OAuth base URL, used when `spec.authBaseURL` is not set.
+pub const DEFAULT_AUTH_BASE_URL: &str = lineworks_client::PUBLIC_AUTH_BASE_URL;
