@@ -17,15 +17,13 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt};
-use lineworks_operator::api::LineWorksNotifier;
-use lineworks_control_plane::ControlPlane;
-use lineworks_operator::controller::{self, Metrics, Options, Settings};
-use lineworks_emulator::{
-    AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World,
-};
 use lineworks_client::{
     ClientConfig, ClientCredentials, LineWorksClient, RateLimits, SecretString, ServiceAccount,
 };
+use lineworks_control_plane::ControlPlane;
+use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
+use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::controller::{self, Metrics, Options, Settings};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> String {

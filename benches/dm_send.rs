@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lineworks_emulator::{AppDef, BotDef, DomainDef, Emulator, UserDef, World};
 use lineworks_client::{
     ClientConfig, ClientCredentials, Content, ExposeSecret, LineWorksClient, RateLimits,
     RetryPolicy, SecretString, ServiceAccount,
 };
+use lineworks_emulator::{AppDef, BotDef, DomainDef, Emulator, UserDef, World};
 
 const ROUNDS: usize = 5;
 

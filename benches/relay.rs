@@ -18,10 +18,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
-use lineworks_operator::api::LineWorksNotifier;
-use lineworks_control_plane::ControlPlane;
-use lineworks_operator::controller::{self, Options};
 use lineworks_client::{Content, SecretString};
+use lineworks_control_plane::ControlPlane;
+use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::controller::{self, Options};
 use serde_json::{Value, json};
 
 const NS: &str = "relay-bench";

@@ -309,9 +309,7 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
             if text.is_empty() {
                 return Err(format!("the relay token file {} is empty", path.display()));
             }
-            Some(lineworks_client::SecretString::from(
-                text.to_string(),
-            ))
+            Some(lineworks_client::SecretString::from(text.to_string()))
         }
         (None, true) => None,
         (None, false) => {

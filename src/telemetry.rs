@@ -23,3 +23,13 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// The Prometheus text exposition of a registry (empty if encoding fails, which it does only
+/// when writing to the string fails).
+pub fn encode_metrics(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

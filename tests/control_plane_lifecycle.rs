@@ -65,7 +65,9 @@ async fn child_with_shared_control_plane() {
     let Some(report) = std::env::var_os(REPORT_ENV) else {
         return;
     };
-    let plane = lineworks_control_plane::shared().await.expect("control plane starts");
+    let plane = lineworks_control_plane::shared()
+        .await
+        .expect("control plane starts");
     let pids: Vec<String> = plane
         .processes()
         .iter()

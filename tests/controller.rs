@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use lineworks_emulator::Fault;
 use lineworks_client::{Content, SecretString};
+use lineworks_emulator::Fault;
 use serde_json::json;
 use support::lineworks::{self, BOT, LONELY_BOT, ROOM, ROOM_WITHOUT_BOT, world};
 use support::operator::{Env, WAIT, good_credentials};

@@ -5,11 +5,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lineworks_emulator::Fault;
 use lineworks_client::{
     Action, Api, ClientCredentials, Content, ExposeSecret, I18nText, LineWorksError, SecretString,
     ServiceAccount, TokenKind,
 };
+use lineworks_emulator::Fault;
 use serde_json::json;
 use support::lineworks::*;
 

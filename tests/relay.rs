@@ -5,8 +5,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lineworks_emulator::Fault;
 use lineworks_client::SecretString;
+use lineworks_emulator::Fault;
 use lineworks_operator::relay::{self, RelayHandle, RelayOptions};
 use serde_json::{Value, json};
 use support::lineworks::{ROOM, world};

@@ -1,6 +1,8 @@
 //! Condition types and reasons of a `LineWorksNotifier`: the vendor's troubleshooting checklist,
 //! made machine-readable. The strings are API: tools and people match on them, so they never change.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 /// Declares an enum whose string form is each variant's own name, so the two cannot drift.
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
@@ -15,6 +17,11 @@ macro_rules! named_enum {
             /// The wire form, e.g. in `status.conditions[].reason`.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => stringify!($variant),)* }
+            }
+
+            /// The value whose wire form is `s`, if any.
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
             }
         }
 
@@ -37,6 +44,44 @@ named_enum! {
         TestNotified,
         /// Summary: the notifier can deliver visitor notifications.
         Ready,
+    }
+}
+
+named_enum! {
+    /// Status of a condition, as Kubernetes spells it.
+    ConditionStatus {
+        True,
+        False,
+        Unknown,
+    }
+}
+
+impl ConditionStatus {
+    /// Reads `status.conditions[].status`; anything but True or False means Unknown, as the
+    /// Kubernetes API conventions say.
+    pub fn of(wire: &str) -> Self {
+        Self::parse(wire).unwrap_or(Self::Unknown)
+    }
+}
+
+/// Typed reads of a stored condition, so a misspelt status or reason fails to compile.
+pub trait ConditionExt {
+    fn condition_status(&self) -> ConditionStatus;
+    /// The reason, if it is one of ours.
+    fn condition_reason(&self) -> Option<Reason>;
+
+    fn is(&self, status: ConditionStatus) -> bool {
+        self.condition_status() == status
+    }
+}
+
+impl ConditionExt for Condition {
+    fn condition_status(&self) -> ConditionStatus {
+        ConditionStatus::of(&self.status)
+    }
+
+    fn condition_reason(&self) -> Option<Reason> {
+        Reason::parse(&self.reason)
     }
 }
 
@@ -84,5 +129,10 @@ mod tests {
         assert_eq!(Reason::BotNotInDomain.to_string(), "BotNotInDomain");
         assert_eq!(ConditionType::ALL.len(), 4);
         assert_eq!(ConditionType::Ready.as_str(), "Ready");
+        assert_eq!(Reason::parse("BotNotInRoom"), Some(Reason::BotNotInRoom));
+        assert_eq!(Reason::parse("botNotInRoom"), None);
+        assert_eq!(ConditionStatus::of("True"), ConditionStatus::True);
+        assert_eq!(ConditionStatus::of("true"), ConditionStatus::Unknown);
+        assert_eq!(ConditionStatus::of(""), ConditionStatus::Unknown);
     }
 }

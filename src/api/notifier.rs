@@ -10,6 +10,7 @@ use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use super::contract::{DEFAULT_API_BASE_URL, DEFAULT_AUTH_BASE_URL, token_secret};
 
 /// Calls per minute per API allowed on the Free plan, the safe default.
@@ -353,6 +354,25 @@ pub enum Language {
     TraditionalChinese,
 }
 
+impl Language {
+    /// The wire form LINE WORKS uses (`ja_JP`, …), the same as in the spec.
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Japanese => "ja_JP",
+            Language::English => "en_US",
+            Language::Korean => "ko_KR",
+            Language::SimplifiedChinese => "zh_CN",
+            Language::TraditionalChinese => "zh_TW",
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 /// A request for one test notification.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TestNotificationRequest {
@@ -457,6 +477,22 @@ pub enum TargetKind {
     Room,
 }
 
+impl TargetKind {
+    /// The wire form (`user`, `room`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::User => "user",
+            TargetKind::Room => "room",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn user_has_no_domain() -> Rule {
     Rule::new("!self.contains('@')").message(
         "write only the part before @ of the login ID: for hogehoge@testtest write hogehoge (the domain goes in spec.domain)",
@@ -545,18 +581,112 @@ impl LineWorksNotifierSpec {
         }
     }
 
+    /// userAccount: the Redirect URL registered on the app (empty in serviceAccount mode).
+    pub fn redirect_url(&self) -> &str {
+        self.auth
+            .user_account
+            .as_ref()
+            .map(|u| u.redirect_url.as_str())
+            .unwrap_or_default()
+    }
+
     /// Room to notify, if any (an empty roomId means DM only).
     pub fn room(&self) -> Option<&str> {
         self.room_id.as_deref().filter(|r| !r.is_empty())
     }
 }
 
+impl LineWorksNotifierStatus {
+    /// The condition of that type, whatever generation it describes.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+}
+
 impl LineWorksNotifier {
+    /// The condition of that type, whatever generation it describes.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.status.as_ref()?.condition(type_)
+    }
+
+    /// The condition of that type if it describes the current spec (its observedGeneration is
+    /// the object's generation).
+    pub fn current_condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.condition(type_)
+            .filter(|c| c.observed_generation == self.metadata.generation)
+    }
+
+    /// Whether the condition describing the current spec has that status.
+    pub fn condition_is(&self, type_: ConditionType, status: ConditionStatus) -> bool {
+        self.current_condition(type_).is_some_and(|c| c.is(status))
+    }
+
     /// Name of the Secret holding this notifier's tokens.
     pub fn token_secret_name(&self) -> String {
         match &self.spec.auth.token_secret_name {
             Some(name) if !name.is_empty() => name.clone(),
             _ => token_secret::default_name(&kube::ResourceExt::name_any(self)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_forms_are_the_wire_forms() {
+        for language in [
+            Language::Japanese,
+            Language::English,
+            Language::Korean,
+            Language::SimplifiedChinese,
+            Language::TraditionalChinese,
+        ] {
+            assert_eq!(
+                serde_json::to_value(language).ok(),
+                Some(serde_json::Value::from(language.to_string()))
+            );
+        }
+        for kind in [TargetKind::User, TargetKind::Room] {
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::from(kind.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_are_read_by_type_and_generation() {
+        let mut n = LineWorksNotifier::new(
+            "n",
+            serde_json::from_value(serde_json::json!({
+                "botId": 1, "domain": "d", "defaultUser": "u",
+                "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "s"}}
+            }))
+            .unwrap_or_else(|e| panic!("spec: {e}")),
+        );
+        n.metadata.generation = Some(2);
+        let condition = |type_: &str, status: &str, generation| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "NotifierReady".into(),
+            message: String::new(),
+            observed_generation: Some(generation),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        n.status = Some(LineWorksNotifierStatus {
+            conditions: vec![
+                condition("Ready", "True", 2),
+                condition("Authorized", "True", 1),
+            ],
+            ..Default::default()
+        });
+        assert!(n.condition_is(ConditionType::Ready, ConditionStatus::True));
+        assert!(!n.condition_is(ConditionType::Ready, ConditionStatus::False));
+        // Authorized describes an older spec: present, but not current.
+        assert!(n.condition(ConditionType::Authorized).is_some());
+        assert!(!n.condition_is(ConditionType::Authorized, ConditionStatus::True));
+        assert!(n.condition(ConditionType::BotInService).is_none());
     }
 }

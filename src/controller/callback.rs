@@ -174,27 +174,16 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
             )));
         }
     };
-    let redirect = notifier
-        .spec
-        .auth
-        .user_account
-        .as_ref()
-        .map(|u| u.redirect_url.clone())
-        .unwrap_or_default();
+    let redirect = notifier.spec.redirect_url();
     let lineworks = ctx.lineworks(&notifier);
     let issued = lineworks
-        .exchange_code(&credentials.client, &code, &redirect)
+        .exchange_code(&credentials.client, &code, redirect)
         .await;
-    ctx.metrics
-        .token_grants
-        .get_or_create(&super::metrics::TokenLabel {
-            grant: "authorization_code".into(),
-            result: if issued.is_ok() { "ok" } else { "error" }.into(),
-        })
-        .inc();
-    let issued = issued
+    let issued = ctx
+        .metrics
+        .count_grant(super::metrics::Grant::AuthorizationCode, issued)
         .map_err(|e| Refusal::Failed(format!("LINE WORKS did not exchange the code: {e}")))?;
-    super::reconcile::store_tokens(
+    super::authorization::store_tokens(
         &secrets,
         &notifier,
         &issued,

@@ -23,6 +23,27 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// How tokens were obtained, as counted in `token_grants{grant}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// serviceAccount: a JWT assertion signed with the private key.
+    Jwt,
+    /// Either mode: the refresh token.
+    Refresh,
+    /// userAccount: the code an administrator's consent produced.
+    AuthorizationCode,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::Jwt => "jwt",
+            Grant::Refresh => "refresh",
+            Grant::AuthorizationCode => "authorization_code",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabel {
     pub grant: String,
@@ -94,7 +115,7 @@ impl Default for Metrics {
         );
         registry.register(
             "token_grants",
-            "Tokens obtained from LINE WORKS, by grant (jwt, refresh) and result",
+            "Tokens obtained from LINE WORKS, by grant (jwt, refresh, authorization_code) and result",
             token_grants.clone(),
         );
         registry.register(
@@ -180,6 +201,17 @@ impl Metrics {
             .get()
     }
 
+    /// Counts one token request and passes its result through.
+    pub fn count_grant<T, E>(&self, grant: Grant, result: Result<T, E>) -> Result<T, E> {
+        self.token_grants
+            .get_or_create(&TokenLabel {
+                grant: grant.as_str().into(),
+                result: if result.is_ok() { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        result
+    }
+
     /// Whether this replica holds the leader lease.
     pub fn is_leader(&self) -> bool {
         self.leader.get() == 1
@@ -187,11 +219,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        crate::telemetry::encode_metrics(&self.registry)
     }
 }
 

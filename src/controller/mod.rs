@@ -5,15 +5,20 @@
 //! Only the holder of the leader Lease reconciles; every replica serves `/healthz`, `/readyz` and
 //! `/metrics`.
 
+mod authorization;
+mod bot_checks;
 mod callback;
 mod context;
 pub(crate) mod credentials;
+mod diagnosis;
+mod findings;
 mod metrics;
 pub mod oauth_state;
 mod reconcile;
 mod revocation;
 mod server;
 mod status;
+mod test_notification;
 pub(crate) mod tokens;
 mod verdict;
 
@@ -264,7 +269,6 @@ pub async fn run_with(
         }
     };
     health.ready.store(true, Ordering::Relaxed);
-    let heartbeat = Arc::clone(&health);
     controller
         .owns_stream(token_secrets)
         .watches_stream(credential_secrets, move |secret| {
@@ -280,16 +284,13 @@ pub async fn run_with(
         })
         .graceful_shutdown_on(stop_controller)
         .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
-        .for_each(|result| {
-            heartbeat.beat();
-            async move {
-                match result {
-                    Ok(_) => {}
-                    Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
-                        tracing::debug!(object = %r, "notifier deleted");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        .for_each(|result| async move {
+            match result {
+                Ok(_) => {}
+                Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                    tracing::debug!(object = %r, "notifier deleted");
                 }
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         })
         .await;

@@ -7,8 +7,8 @@
 //! - the OAuth callback (default `/oauth/callback`), see [`super::callback`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -19,20 +19,11 @@ use kube::Client;
 
 use super::metrics::Metrics;
 
+/// What `/readyz` reports besides reachability of the Kubernetes API.
 #[derive(Default)]
 pub struct Health {
+    /// Set once this replica has started (leader, or standby waiting for the lease).
     pub ready: AtomicBool,
-    last_reconcile_unix: AtomicU64,
-}
-
-impl Health {
-    pub fn beat(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        self.last_reconcile_unix.store(now, Ordering::Relaxed);
-    }
 }
 
 #[derive(Clone)]

@@ -8,7 +8,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::verdict::{Truth, Verdict};
+use super::verdict::Verdict;
+use crate::api::conditions::ConditionStatus;
 use crate::api::{LineWorksNotifier, LineWorksNotifierStatus};
 
 /// The conditions after applying `verdicts` to `old` (conditions without a verdict are kept).
@@ -89,7 +90,7 @@ pub async fn publish(recorder: &Recorder, notifier: &LineWorksNotifier, changed:
     let reference = notifier.object_ref(&());
     for v in changed {
         let event = Event {
-            type_: if v.status == Truth::True {
+            type_: if v.status == ConditionStatus::True {
                 EventType::Normal
             } else {
                 EventType::Warning
@@ -120,7 +121,7 @@ mod tests {
             &[],
             &[Verdict::new(
                 ConditionType::Ready,
-                Truth::False,
+                ConditionStatus::False,
                 Reason::NotAuthorized,
                 "a",
             )],
@@ -131,7 +132,7 @@ mod tests {
             &first,
             &[Verdict::new(
                 ConditionType::Ready,
-                Truth::False,
+                ConditionStatus::False,
                 Reason::BotNotInService,
                 "b",
             )],
@@ -145,7 +146,7 @@ mod tests {
             &same_status,
             &[Verdict::new(
                 ConditionType::Ready,
-                Truth::True,
+                ConditionStatus::True,
                 Reason::NotifierReady,
                 "c",
             )],
@@ -160,10 +161,15 @@ mod tests {
         let a = merge(
             &[],
             &[
-                Verdict::new(ConditionType::Ready, Truth::True, Reason::NotifierReady, ""),
+                Verdict::new(
+                    ConditionType::Ready,
+                    ConditionStatus::True,
+                    Reason::NotifierReady,
+                    "",
+                ),
                 Verdict::new(
                     ConditionType::Authorized,
-                    Truth::True,
+                    ConditionStatus::True,
                     Reason::TokenValid,
                     "",
                 ),
@@ -175,7 +181,7 @@ mod tests {
             &a,
             &[Verdict::new(
                 ConditionType::BotInService,
-                Truth::True,
+                ConditionStatus::True,
                 Reason::BotReachable,
                 "",
             )],

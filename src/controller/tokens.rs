@@ -23,7 +23,9 @@ use crate::api::contract::token_secret::{
     ACCESS_TOKEN, AUTHORIZATION_STATE, CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT,
     ISSUED_AT, REFRESH_TOKEN, SCOPE, TOKEN_TYPE,
 };
-use crate::api::contract::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION};
+use crate::api::contract::{
+    MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION,
+};
 
 /// A refresh some process started and has not finished.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,31 +1,13 @@
 //! A condition's desired state, before it is merged into status: the one place that turns what
 //! went wrong into a reason and a one-line fix.
 
-use crate::api::conditions::{ConditionType, Reason};
-
-/// Status of a condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Truth {
-    True,
-    False,
-    Unknown,
-}
-
-impl Truth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Truth::True => "True",
-            Truth::False => "False",
-            Truth::Unknown => "Unknown",
-        }
-    }
-}
+use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
 
 /// What one condition should say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub type_: ConditionType,
-    pub status: Truth,
+    pub status: ConditionStatus,
     pub reason: Reason,
     pub message: String,
 }
@@ -33,7 +15,7 @@ pub struct Verdict {
 impl Verdict {
     pub fn new(
         type_: ConditionType,
-        status: Truth,
+        status: ConditionStatus,
         reason: Reason,
         message: impl Into<String>,
     ) -> Self {
@@ -46,16 +28,26 @@ impl Verdict {
     }
 
     pub fn is_true(&self) -> bool {
-        self.status == Truth::True
+        self.status == ConditionStatus::True
     }
 }
 
 /// An Authorized=False verdict.
 pub fn unauthorized(reason: Reason, message: impl Into<String>) -> Verdict {
-    Verdict::new(ConditionType::Authorized, Truth::False, reason, message)
+    Verdict::new(
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        reason,
+        message,
+    )
 }
 
 /// A BotInService=False verdict.
 pub fn not_in_service(reason: Reason, message: impl Into<String>) -> Verdict {
-    Verdict::new(ConditionType::BotInService, Truth::False, reason, message)
+    Verdict::new(
+        ConditionType::BotInService,
+        ConditionStatus::False,
+        reason,
+        message,
+    )
 }

@@ -39,11 +39,11 @@ use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
 use crate::api::contract::{self, REFRESH_REQUESTED_ANNOTATION, token_secret};
-use lineworks_client::{LineWorksClient, LineWorksError, RateLimits, SecretString};
 use api::{
     NotificationRequest, NotificationResult, Outcome, Problem, Readiness, Target, TargetStatus,
 };
 use idempotency::{Answer, Claim};
+use lineworks_client::{LineWorksClient, LineWorksError, RateLimits, SecretString};
 
 /// How the relay runs.
 #[derive(Clone, Debug)]
@@ -217,11 +217,7 @@ impl RelayMetrics {
     }
 
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        crate::telemetry::encode_metrics(&self.registry)
     }
 }
 
@@ -291,8 +287,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let mut notifier_config = watcher::Config::default();
-    let mut secret_config =
-        watcher::Config::default().labels(&contract::managed_selector());
+    let mut secret_config = watcher::Config::default().labels(&contract::managed_selector());
     if let Some((_, name)) = &options.notifier {
         notifier_config = notifier_config.fields(&format!("metadata.name={name}"));
         let token_secret = options
@@ -480,8 +475,7 @@ impl Relay {
         let ns = notifier.namespace()?;
         let api: Api<LineWorksNotifier> = Api::namespaced(self.client.clone(), &ns);
         let rejected_name = lineworks_client::token_fingerprint(rejected);
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: rejected_name}}});
+        let patch = serde_json::json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: rejected_name}}});
         if let Err(e) = api
             .patch(
                 &notifier.name_any(),

@@ -5,13 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lineworks_emulator::{
-    AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World,
-};
 use lineworks_client::{
     ClientConfig, ClientCredentials, LineWorksClient, RateLimits, RetryPolicy, SecretString,
     ServiceAccount,
 };
+use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
 
 pub const DOMAIN: &str = "testtest";
 pub const DOMAIN_ID: i64 = 10_000_001;

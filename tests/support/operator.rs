@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use lineworks_operator::api::LineWorksNotifier;
 use lineworks_control_plane::ControlPlane;
-use lineworks_operator::controller::{self, LeaseOptions, Metrics, Options, Settings};
 use lineworks_emulator::{Emulator, World};
+use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::controller::{self, LeaseOptions, Metrics, Options, Settings};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

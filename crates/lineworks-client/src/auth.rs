@@ -1,7 +1,7 @@
 //! OAuth 2.0 against LINE WORKS: Service Account JWT grant, authorization code, refresh (with
 //! Refresh Token Rotation on or off) and revoke. Forms are encoded exactly once, by reqwest.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::client::{Call, json, path_segment};
 use super::credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
+    unix_seconds,
 };
 use super::{Api, LineWorksClient, LineWorksError};
 
@@ -113,10 +114,7 @@ impl LineWorksClient {
         account: &ServiceAccount,
         scopes: &[String],
     ) -> Result<TokenSet, LineWorksError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = unix_seconds(SystemTime::now());
         let claims = Claims {
             iss: &credentials.client_id,
             sub: &account.id,

@@ -94,6 +94,14 @@ impl TokenSet {
     }
 }
 
+/// Seconds since the Unix epoch (0 for a time before it), the form LINE WORKS and the token
+/// Secret use.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSet")

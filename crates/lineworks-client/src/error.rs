@@ -165,6 +165,20 @@ impl LineWorksError {
         }
     }
 
+    /// LINE WORKS's error code (or OAuth's `error`), or `ERROR` when the answer carried none.
+    pub fn code(&self) -> &str {
+        self.body()
+            .map(|b| b.code.as_str())
+            .filter(|c| !c.is_empty())
+            .unwrap_or("ERROR")
+    }
+
+    /// Whether waiting may help: a transient error, or retries of one that ran out at the
+    /// caller's deadline. Nothing in the configuration is wrong.
+    pub fn may_pass(&self) -> bool {
+        self.is_transient() || matches!(self, LineWorksError::DeadlineExceeded { .. })
+    }
+
     /// Whether the same request may succeed later without any change (429, 5xx, network).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -17,8 +17,8 @@ pub use client::{
 };
 pub use credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
-    token_fingerprint,
+    token_fingerprint, unix_seconds,
 };
 pub use error::{Api, ErrorBody, LineWorksError};
 pub use limiter::{RateLimits, quota};
-pub use message::{Action, Content, I18nText, MAX_TEXT_CHARS};
+pub use message::{Action, Content, I18nText, MAX_TEXT_CHARS, MessageSender};

@@ -161,6 +161,11 @@ impl LineWorksClient {
             .await
     }
 
+    /// This client reduced to sending messages.
+    pub fn into_sender(self) -> MessageSender {
+        MessageSender(self)
+    }
+
     async fn post_message(
         &self,
         api: Api,
@@ -187,5 +192,37 @@ impl LineWorksClient {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// The send-only view of a client: what a holder of someone else's access token (the relay) may
+/// do with it. It cannot request, refresh or revoke tokens, so "the relay never refreshes tokens"
+/// is a fact the compiler checks rather than a convention.
+#[derive(Clone, Debug)]
+pub struct MessageSender(LineWorksClient);
+
+impl MessageSender {
+    /// DM to a user, by user ID or login ID (`user@domain`).
+    pub async fn send_to_user(
+        &self,
+        token: &SecretString,
+        bot_id: i64,
+        user: &str,
+        content: &Content,
+    ) -> Result<(), LineWorksError> {
+        self.0.send_to_user(token, bot_id, user, content).await
+    }
+
+    /// Message to a talk room, by channel ID.
+    pub async fn send_to_channel(
+        &self,
+        token: &SecretString,
+        bot_id: i64,
+        channel_id: &str,
+        content: &Content,
+    ) -> Result<(), LineWorksError> {
+        self.0
+            .send_to_channel(token, bot_id, channel_id, content)
+            .await
     }
 }

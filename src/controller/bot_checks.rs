@@ -1,0 +1,154 @@
+//! The BotInService step, the vendor's troubleshooting checklist as API calls: the bot exists,
+//! is added to the domain, and (with a room) is in the room. A pass is remembered with what it
+//! depended on, so an unchanged notifier with the same token costs LINE WORKS nothing.
+
+use lineworks_client::{LineWorksClient, LineWorksError, SecretString};
+
+use super::authorization::Authorized;
+use super::context::Context;
+use super::diagnosis::{self, in_service_message};
+use super::findings::Findings;
+use super::verdict::{Verdict, not_in_service, unauthorized};
+use crate::api::LineWorksNotifier;
+use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
+
+/// What the bot checks depend on: the spec fields they read and the token they ran with (so
+/// they run again at each scheduled renewal, a natural periodic re-verification).
+pub fn fingerprint(notifier: &LineWorksNotifier, token_version: &str) -> String {
+    let spec = &notifier.spec;
+    format!(
+        "{}|{:?}|{:?}|{}|{token_version}",
+        spec.bot_id,
+        spec.domain_id,
+        spec.room(),
+        spec.api_base_url()
+    )
+}
+
+/// BotInService=True without a call, when this spec already passed with this token and status
+/// still says so.
+pub fn remembered(
+    ctx: &Context,
+    key: &str,
+    notifier: &LineWorksNotifier,
+    authorized: &Authorized,
+) -> Option<Verdict> {
+    let same =
+        ctx.verified(key).as_deref() == Some(fingerprint(notifier, &authorized.version).as_str());
+    (same && notifier.condition_is(ConditionType::BotInService, ConditionStatus::True)).then(|| {
+        Verdict::new(
+            ConditionType::BotInService,
+            ConditionStatus::True,
+            Reason::BotReachable,
+            in_service_message(&notifier.spec),
+        )
+    })
+}
+
+/// Records a check's outcome: its verdict, and whether to remember the pass.
+pub fn record(
+    ctx: &Context,
+    key: &str,
+    notifier: &LineWorksNotifier,
+    authorized: &Authorized,
+    outcome: Result<Verdict, LineWorksError>,
+    findings: &mut Findings,
+) {
+    match outcome {
+        Ok(verdict) => {
+            let passed = verdict.is_true();
+            ctx.set_verified(
+                key,
+                passed.then(|| fingerprint(notifier, &authorized.version)),
+            );
+            findings.set(verdict);
+        }
+        Err(e) => {
+            ctx.set_verified(key, None);
+            findings.diagnose(diagnosis::check_failure(ConditionType::BotInService, &e));
+        }
+    }
+}
+
+/// Runs the checks. `Err` only for failures that say nothing about the configuration.
+pub async fn check(
+    notifier: &LineWorksNotifier,
+    lineworks: &LineWorksClient,
+    token: &SecretString,
+    findings: &mut Findings,
+) -> Result<Verdict, LineWorksError> {
+    let spec = &notifier.spec;
+    let bot = match lineworks.get_bot(token, spec.bot_id).await {
+        Ok(bot) => bot,
+        Err(LineWorksError::NotFound { .. }) => {
+            return Ok(not_in_service(
+                Reason::BotNotFound,
+                format!(
+                    "LINE WORKS has no bot {}: copy the Bot ID from Developer Console > Bot and set spec.botId",
+                    spec.bot_id
+                ),
+            ));
+        }
+        Err(e @ LineWorksError::Forbidden { .. }) => {
+            findings.set(unauthorized(
+                Reason::ScopeMissing,
+                format!("the token may not read bots ({e}): in Developer Console > API 2.0 > (app) > OAuth Scopes check bot and bot.read, then change any field of the credentials Secret"),
+            ));
+            return Ok(Verdict::new(
+                ConditionType::BotInService,
+                ConditionStatus::Unknown,
+                Reason::NotAuthorized,
+                "waiting for Authorized",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    findings.status.bot_name = Some(bot.bot_name.clone());
+    let domains = lineworks.list_bot_domains(token, spec.bot_id).await?;
+    let added = match spec.domain_id {
+        Some(id) => domains.iter().any(|d| d.domain_id == id),
+        None => !domains.is_empty(),
+    };
+    if !added {
+        return Ok(not_in_service(
+            Reason::BotNotInDomain,
+            format!(
+                "bot {} ({}) is not added to {} (shown as 準備中): LINE WORKS admin screen > Service > Bot > Bot追加 > add it",
+                spec.bot_id,
+                bot.bot_name,
+                spec.domain_id
+                    .map(|d| format!("domain {d}"))
+                    .unwrap_or_else(|| "any domain".into())
+            ),
+        ));
+    }
+    if let Some(room) = spec.room() {
+        match lineworks.get_channel(token, spec.bot_id, room).await {
+            Ok(_) => {}
+            Err(LineWorksError::NotFound { .. }) => {
+                return Ok(not_in_service(
+                    Reason::RoomNotFound,
+                    format!(
+                        "LINE WORKS has no talk room {room}: copy the room's チャンネルID (room menu ... > チャンネルID) into spec.roomId, or remove roomId for DM only"
+                    ),
+                ));
+            }
+            Err(LineWorksError::Forbidden { .. }) => {
+                return Ok(not_in_service(
+                    Reason::BotNotInRoom,
+                    format!(
+                        "bot {} is not in talk room {room}: in LINE WORKS open the room > ... > 招待 > Bot > {}",
+                        spec.bot_id, bot.bot_name
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Verdict::new(
+        ConditionType::BotInService,
+        ConditionStatus::True,
+        Reason::BotReachable,
+        in_service_message(spec),
+    ))
+}

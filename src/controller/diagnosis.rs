@@ -1,0 +1,319 @@
+//! Pure judgements: what a failed call, a test notification's result or the other conditions
+//! mean for a condition, with the one-line fix a person reads in `kubectl describe`. No I/O, so
+//! each is unit-tested as a table below.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use lineworks_client::LineWorksError;
+
+use super::verdict::{Verdict, unauthorized};
+use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
+use crate::api::{
+    AuthMode, DeliveryResult, LineWorksNotifier, LineWorksNotifierSpec, TargetKind, TargetResult,
+    TestNotificationStatus,
+};
+
+/// Verdicts for a failure, and whether it may pass by itself (then the reconcile backs off and
+/// looks again; nothing needs fixing unless it persists).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub verdicts: Vec<Verdict>,
+    pub passing: bool,
+}
+
+/// Whether a token request failed for a reason that may pass: LINE WORKS busy or unreachable, or
+/// an answer in no documented form (a proxy's error page).
+pub fn token_endpoint_unavailable(e: &LineWorksError) -> bool {
+    e.may_pass() || matches!(e, LineWorksError::InvalidResponse { .. })
+}
+
+/// Authorized for a failed token request.
+pub fn token_failure(spec: &LineWorksNotifierSpec, e: &LineWorksError) -> Diagnosis {
+    let secret = &spec.auth.credentials_secret_ref.name;
+    if token_endpoint_unavailable(e) {
+        return Diagnosis {
+            verdicts: vec![unauthorized(
+                Reason::TokenEndpointUnavailable,
+                format!(
+                    "LINE WORKS token endpoint {} is not answering ({e}); retrying with backoff, nothing to fix unless it persists (check authBaseURL and egress to it)",
+                    spec.auth_base_url()
+                ),
+            )],
+            passing: true,
+        };
+    }
+    let verdict = match (e.code(), spec.auth.mode) {
+        ("invalid_client", _) => unauthorized(
+            Reason::InvalidClientCredentials,
+            format!(
+                "LINE WORKS refused the Client ID or Client Secret in Secret {secret} ({e}): copy both again from Developer Console > API 2.0 > (app)"
+            ),
+        ),
+        ("invalid_scope", _) => unauthorized(
+            Reason::ScopeMissing,
+            format!(
+                "the app lacks a requested scope ({e}): in Developer Console > API 2.0 > (app) > OAuth Scopes check {}",
+                spec.auth.scopes.join(", ")
+            ),
+        ),
+        (_, AuthMode::ServiceAccount) => unauthorized(
+            Reason::PrivateKeyInvalid,
+            format!(
+                "LINE WORKS refused the Service Account assertion ({e}): the Service Account ID or private key in Secret {secret} does not belong to this app; issue them again in Developer Console > API 2.0 > (app) > Service Account"
+            ),
+        ),
+        (_, AuthMode::UserAccount) => unauthorized(
+            Reason::ReauthorizationRequired,
+            format!(
+                "LINE WORKS refused the refresh token ({e}): it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again"
+            ),
+        ),
+    };
+    Diagnosis {
+        verdicts: vec![verdict],
+        passing: false,
+    }
+}
+
+/// A check (condition `type_`) whose LINE WORKS call failed without saying what is
+/// misconfigured: look again later. A token refused right after it was renewed means the app's
+/// authorization itself was revoked.
+pub fn check_failure(type_: ConditionType, e: &LineWorksError) -> Diagnosis {
+    let mut verdicts = Vec::new();
+    if matches!(e, LineWorksError::Unauthorized { .. }) {
+        verdicts.push(unauthorized(
+            Reason::ReauthorizationRequired,
+            format!("a fresh token was refused too ({e}): the app's authorization was revoked; authorize again"),
+        ));
+    }
+    verdicts.push(Verdict::new(
+        type_,
+        ConditionStatus::Unknown,
+        Reason::Reconciling,
+        format!("could not check with LINE WORKS ({e}); retrying with backoff"),
+    ));
+    Diagnosis {
+        verdicts,
+        passing: true,
+    }
+}
+
+/// ReauthorizationRequired while waiting for an administrator: keeps the cause found when the
+/// refresh token was refused (the stored Authorized condition, if it names this URL).
+pub fn reauthorization(previous: Option<&Condition>, url: &str) -> Verdict {
+    let kept = previous.filter(|c| {
+        c.condition_reason() == Some(Reason::ReauthorizationRequired) && c.message.ends_with(url)
+    });
+    match kept {
+        Some(c) => unauthorized(Reason::ReauthorizationRequired, c.message.clone()),
+        None => unauthorized(
+            Reason::ReauthorizationRequired,
+            format!(
+                "LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: open {url}"
+            ),
+        ),
+    }
+}
+
+/// BotInService=True's message.
+pub fn in_service_message(spec: &LineWorksNotifierSpec) -> String {
+    match spec.room() {
+        Some(room) => format!(
+            "bot {} is added to the domain and invited to room {room}",
+            spec.bot_id
+        ),
+        None => format!("bot {} is added to the domain (DM only)", spec.bot_id),
+    }
+}
+
+/// TestNotified for the last test notification sent.
+pub fn test_result(spec: &LineWorksNotifierSpec, last: Option<&TestNotificationStatus>) -> Verdict {
+    let Some(last) = last else {
+        return Verdict::new(
+            ConditionType::TestNotified,
+            ConditionStatus::Unknown,
+            Reason::NotRequested,
+            "no test notification yet",
+        );
+    };
+    let failed: Vec<&TargetResult> = last.targets.iter().filter(|t| !t.delivered).collect();
+    match last.result {
+        DeliveryResult::Delivered => Verdict::new(
+            ConditionType::TestNotified,
+            ConditionStatus::True,
+            Reason::TestNotificationDelivered,
+            format!(
+                "test notification {} delivered to {}",
+                last.id,
+                last.targets
+                    .iter()
+                    .map(|t| t.target.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ),
+        DeliveryResult::Sending => Verdict::new(
+            ConditionType::TestNotified,
+            ConditionStatus::Unknown,
+            Reason::TestNotificationFailed,
+            format!(
+                "test notification {} was interrupted while sending; its result is unknown and it is not resent: change spec.testNotification.id to send another",
+                last.id
+            ),
+        ),
+        DeliveryResult::PartiallyDelivered | DeliveryResult::Failed => {
+            let user_missing = failed
+                .iter()
+                .any(|t| t.kind == TargetKind::User && t.code.as_deref() == Some("NOT_FOUND"));
+            let details = failed
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {}: {}",
+                        t.kind,
+                        t.target,
+                        t.description.as_deref().unwrap_or("failed")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            if user_missing {
+                Verdict::new(
+                    ConditionType::TestNotified,
+                    ConditionStatus::False,
+                    Reason::DefaultUserNotFound,
+                    format!(
+                        "LINE WORKS has no user {}: check LINE WORKS admin screen > Members (deleted?) and spec.defaultUser, then change spec.testNotification.id ({details})",
+                        spec.default_user_login_id()
+                    ),
+                )
+            } else {
+                Verdict::new(
+                    ConditionType::TestNotified,
+                    ConditionStatus::False,
+                    Reason::TestNotificationFailed,
+                    format!(
+                        "test notification {} failed: {details}; fix it and change spec.testNotification.id",
+                        last.id
+                    ),
+                )
+            }
+        }
+    }
+}
+
+pub fn test_not_requested() -> Verdict {
+    Verdict::new(
+        ConditionType::TestNotified,
+        ConditionStatus::Unknown,
+        Reason::NotRequested,
+        "set spec.testNotification.id to send a test notification",
+    )
+}
+
+pub fn test_waiting(id: &str) -> Verdict {
+    Verdict::new(
+        ConditionType::TestNotified,
+        ConditionStatus::Unknown,
+        Reason::Reconciling,
+        format!("test notification {id} waits until Authorized and BotInService are True"),
+    )
+}
+
+/// Ready=False (or Unknown while `blocker` is Unknown) with the blocking condition's message.
+pub fn ready_blocked_by(blocker: &Verdict, false_reason: Reason) -> Verdict {
+    let (status, reason) = match blocker.status {
+        ConditionStatus::False => (ConditionStatus::False, false_reason),
+        _ => (ConditionStatus::Unknown, Reason::Reconciling),
+    };
+    Verdict::new(
+        ConditionType::Ready,
+        status,
+        reason,
+        format!("{}: {}", blocker.type_, blocker.message),
+    )
+}
+
+/// The verdicts a reconcile's own verdicts leave open: BotInService and TestNotified when no
+/// step reached them, and Ready, which summarises the other three (taking a condition no step
+/// judged this time from status).
+pub fn summarize(
+    notifier: &LineWorksNotifier,
+    verdicts: &[Verdict],
+    last_test: Option<&TestNotificationStatus>,
+) -> Vec<Verdict> {
+    let spec = &notifier.spec;
+    let mine = |type_: ConditionType| verdicts.iter().find(|v| v.type_ == type_).cloned();
+    let mut added = Vec::new();
+    if spec.suspend {
+        added.push(Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::Suspended,
+            "suspended: set spec.suspend to false to resume",
+        ));
+        return added;
+    }
+    let bot = mine(ConditionType::BotInService).unwrap_or_else(|| {
+        let waiting = Verdict::new(
+            ConditionType::BotInService,
+            ConditionStatus::Unknown,
+            Reason::NotAuthorized,
+            "waiting for Authorized",
+        );
+        added.push(waiting.clone());
+        waiting
+    });
+    let test = mine(ConditionType::TestNotified).unwrap_or_else(|| {
+        let verdict = match &spec.test_notification {
+            None => test_not_requested(),
+            Some(r) if last_test.is_some_and(|t| t.id == r.id) => test_result(spec, last_test),
+            Some(r) => test_waiting(&r.id),
+        };
+        added.push(verdict.clone());
+        verdict
+    });
+    let stored = |type_: ConditionType| {
+        notifier.condition(type_).map(|c| {
+            Verdict::new(
+                type_,
+                c.condition_status(),
+                Reason::Reconciling,
+                c.message.clone(),
+            )
+        })
+    };
+    let auth = mine(ConditionType::Authorized).or_else(|| stored(ConditionType::Authorized));
+    let ready = match auth {
+        Some(a) if !a.is_true() => ready_blocked_by(&a, Reason::NotAuthorized),
+        Some(_) if !bot.is_true() => ready_blocked_by(&bot, Reason::BotNotInService),
+        Some(_) if test.status == ConditionStatus::False => Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::TestNotificationFailed,
+            format!("TestNotified: {}", test.message),
+        ),
+        Some(_) => Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+            match spec.room() {
+                Some(room) => format!(
+                    "visitor notifications go to {} (fallback DM) and room {room}",
+                    spec.default_user_login_id()
+                ),
+                None => format!(
+                    "visitor notifications go to {} (fallback DM), DM only",
+                    spec.default_user_login_id()
+                ),
+            },
+        ),
+        None => Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::Unknown,
+            Reason::Reconciling,
+            "checking",
+        ),
+    };
+    added.push(ready);
+    added
+}
