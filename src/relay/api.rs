@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FIELD_CHARS: usize = 500;
 
 /// `POST …/notifications`: a visitor has arrived.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotificationRequest {
     /// Who arrived.

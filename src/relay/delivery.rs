@@ -2,13 +2,25 @@
 //! the host, or to the default user when the host is unset or unknown (`fallback`); a room message
 //! when a room is configured; a route's own targets instead when a route is named.
 
-use crate::api::LineWorksNotifier;
-use lineworks_client::{Content, LineWorksClient, LineWorksError, SecretString};
+use lineworks_client::{Content, LineWorksError, MessageSender, SecretString};
 
-use super::api::{Outcome, Target, TargetStatus};
+use super::Relay;
+use super::api::{NotificationRequest, NotificationResult, Outcome, Target, TargetStatus};
+use super::idempotency::Answer;
+use super::templates;
+use crate::api::contract::DEFAULT_TEST_TEXT;
+use crate::api::{LineWorksNotifier, Route};
+
+/// What a caller asked to send.
+pub enum Request {
+    /// A visitor notification (`POST …/notifications`).
+    Visitor(NotificationRequest),
+    /// The console's テスト通知 button (`POST …/test-notification`).
+    Test,
+}
 
 /// Where a notification goes.
-pub struct Plan {
+struct Plan {
     /// The host's login ID or user ID, if one was given.
     pub host: Option<String>,
     /// Whether a failed host DM falls back to the default user.
@@ -19,7 +31,7 @@ pub struct Plan {
 
 /// A host as LINE WORKS knows it: a login ID or a user ID (UUID form) stays as it is; any other
 /// bare value is the part before `@` (the seed's ユーザーID) and gets the notifier's domain.
-pub fn login_id(notifier: &LineWorksNotifier, host: &str) -> String {
+fn login_id(notifier: &LineWorksNotifier, host: &str) -> String {
     if host.contains('@') || is_user_id(host) {
         host.to_string()
     } else {
@@ -37,6 +49,128 @@ fn is_user_id(value: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+impl Plan {
+    /// A route's own targets (no fallback), or the host (falling back to the default user) and
+    /// the notifier's room.
+    fn new(notifier: &LineWorksNotifier, host: Option<&str>, route: Option<&Route>) -> Self {
+        let spec = &notifier.spec;
+        match route {
+            Some(r) => Plan {
+                host: r.user.as_deref().map(|u| login_id(notifier, u)),
+                fallback_allowed: false,
+                default_user: spec.default_user_login_id(),
+                room: r.room_id.clone(),
+            },
+            None => Plan {
+                host: host
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(|h| login_id(notifier, h)),
+                fallback_allowed: true,
+                default_user: spec.default_user_login_id(),
+                room: spec.room().map(str::to_string),
+            },
+        }
+    }
+}
+
+/// The message a request turns into.
+fn content(notifier: &LineWorksNotifier, request: &Request) -> Content {
+    let spec = &notifier.spec;
+    match request {
+        Request::Test => {
+            let empty = NotificationRequest::default();
+            templates::content(
+                spec.templates.as_ref().and_then(|t| t.test.as_ref()),
+                DEFAULT_TEST_TEXT,
+                &fields(&empty),
+            )
+        }
+        Request::Visitor(r) => templates::visitor_content(notifier, &fields(r), r.text.as_deref()),
+    }
+}
+
+fn fields(request: &NotificationRequest) -> templates::Fields<'_> {
+    templates::Fields {
+        name: &request.visitor.name,
+        company: &request.visitor.company,
+        count: request.visitor.count,
+        purpose: &request.visitor.purpose,
+        note: &request.visitor.note,
+        host: request.host.as_deref().unwrap_or_default(),
+    }
+}
+
+/// Delivers one admitted notification with the stored token; on a rejected token, once more
+/// with a renewed one (the controller renews it; the relay only asks).
+pub async fn deliver(
+    relay: &Relay,
+    notifier: &LineWorksNotifier,
+    request: &Request,
+    route: Option<&Route>,
+) -> Answer {
+    let _permit = relay.sending.acquire().await;
+    let host = match request {
+        Request::Visitor(r) => r.host.as_deref(),
+        Request::Test => None,
+    };
+    let plan = Plan::new(notifier, host, route);
+    let content = content(notifier, request);
+    let lineworks = relay.sender(notifier);
+    let bot_id = notifier.spec.bot_id;
+    let Some(token) = relay.cache.current_token(notifier).await else {
+        return no_token(
+            &plan,
+            "the controller has not stored a token for this notifier yet".into(),
+        );
+    };
+    let mut outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
+    if let Err(LineWorksError::Unauthorized { .. }) = &outcome
+        && let Some(renewed) = relay.cache.renewed_token(notifier, &token).await
+    {
+        outcome = send(&lineworks, &renewed, bot_id, &plan, &content).await;
+    }
+    match outcome {
+        Ok((result, fallback, targets)) => Answer {
+            status: match result {
+                Outcome::Delivered => 200,
+                Outcome::Partial => 207,
+                Outcome::Failed => 502,
+            },
+            result: NotificationResult {
+                outcome: result,
+                fallback,
+                targets,
+            },
+        },
+        Err(e) => no_token(
+            &plan,
+            format!("LINE WORKS rejected the token and no renewed one arrived: {e}"),
+        ),
+    }
+}
+
+/// 502 with the DM target failed for want of a usable token.
+fn no_token(plan: &Plan, why: String) -> Answer {
+    Answer {
+        status: 502,
+        result: NotificationResult {
+            outcome: Outcome::Failed,
+            fallback: false,
+            targets: vec![Target {
+                kind: "user".into(),
+                id: plan
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| plan.default_user.clone()),
+                status: TargetStatus::Failed,
+                code: Some("NO_TOKEN".into()),
+                description: Some(why),
+            }],
+        },
+    }
+}
+
 fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target {
     match outcome {
         Ok(()) => Target {
@@ -50,12 +184,7 @@ fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target 
             kind: kind.into(),
             id: id.into(),
             status: TargetStatus::Failed,
-            code: Some(
-                e.body()
-                    .map(|b| b.code.clone())
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or_else(|| "ERROR".into()),
-            ),
+            code: Some(e.code().to_string()),
             description: Some(e.to_string()),
         },
     }
@@ -63,8 +192,8 @@ fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target 
 
 /// Sends with `token`; `Err` only when LINE WORKS rejected the token itself (the caller renews
 /// and calls again).
-pub async fn send(
-    lineworks: &LineWorksClient,
+async fn send(
+    lineworks: &MessageSender,
     token: &SecretString,
     bot_id: i64,
     plan: &Plan,

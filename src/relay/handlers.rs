@@ -1,0 +1,303 @@
+//! The HTTP endpoints. Each notification goes: authenticate → read the request → find the
+//! notifier and route → idempotency claim → admission to the bounded queue → delivery in its
+//! own task (a caller that disconnects does not cancel it, and shutdown waits for it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+
+use super::Relay;
+use super::api::Readiness;
+use super::delivery::{self, Request};
+use super::idempotency::{self, Answer, Claim};
+use super::problem::{Refusal, problem};
+use super::validation;
+use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
+use crate::api::{LineWorksNotifier, Route};
+
+/// Which notification endpoint was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Notifications,
+    TestNotification,
+}
+
+/// The notifier of sidecar mode.
+fn sidecar(relay: &Relay) -> Result<(String, String), Refusal> {
+    relay.options.notifier.clone().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "No default notifier",
+            "this relay serves several notifiers: use /v1/notifiers/{namespace}/{name}/…",
+        )
+    })
+}
+
+pub async fn sidecar_notify(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match sidecar(&relay) {
+        Ok((ns, name)) => {
+            notification(relay, headers, ns, name, Endpoint::Notifications, body).await
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+pub async fn sidecar_test(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    match sidecar(&relay) {
+        Ok((ns, name)) => {
+            notification(
+                relay,
+                headers,
+                ns,
+                name,
+                Endpoint::TestNotification,
+                Bytes::new(),
+            )
+            .await
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+pub async fn sidecar_readiness(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    match sidecar(&relay) {
+        Ok((ns, name)) => readiness_of(&relay, &headers, &ns, &name),
+        Err(r) => r.into_response(),
+    }
+}
+
+pub async fn notify(
+    State(relay): State<Arc<Relay>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    notification(relay, headers, ns, name, Endpoint::Notifications, body).await
+}
+
+pub async fn test_notify(
+    State(relay): State<Arc<Relay>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    notification(
+        relay,
+        headers,
+        ns,
+        name,
+        Endpoint::TestNotification,
+        Bytes::new(),
+    )
+    .await
+}
+
+pub async fn readiness(
+    State(relay): State<Arc<Relay>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    readiness_of(&relay, &headers, &ns, &name)
+}
+
+pub async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
+    if relay.cache.synced(Duration::from_millis(100)).await {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+    }
+}
+
+pub async fn metrics_text(State(relay): State<Arc<Relay>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        relay.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn readiness_of(relay: &Relay, headers: &HeaderMap, ns: &str, name: &str) -> Response {
+    let notifier = match relay
+        .authenticate(headers)
+        .and_then(|()| known_notifier(relay, ns, name))
+    {
+        Ok(n) => n,
+        Err(refusal) => return relay.reject(refusal),
+    };
+    let (mut ready, mut reason, mut message) = ready_condition(&notifier);
+    if ready && relay.cache.token(&notifier).is_none() {
+        (ready, reason, message) = (
+            false,
+            "TokenNotSeen".into(),
+            "the relay has not seen the notifier's token Secret yet".into(),
+        );
+    }
+    axum::Json(Readiness {
+        namespace: ns.into(),
+        name: name.into(),
+        ready,
+        reason,
+        message,
+    })
+    .into_response()
+}
+
+/// Whether the notifier is Ready, with the Ready condition's reason and message.
+fn ready_condition(notifier: &LineWorksNotifier) -> (bool, String, String) {
+    match notifier.condition(ConditionType::Ready) {
+        Some(c) => (
+            c.is(ConditionStatus::True),
+            c.reason.clone(),
+            c.message.clone(),
+        ),
+        None => (
+            false,
+            "Reconciling".into(),
+            "the controller has not reported yet".into(),
+        ),
+    }
+}
+
+fn known_notifier(relay: &Relay, ns: &str, name: &str) -> Result<Arc<LineWorksNotifier>, Refusal> {
+    relay.cache.notifier(ns, name).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "Unknown notifier",
+            format!("no LineWorksNotifier {ns}/{name}"),
+        )
+    })
+}
+
+/// A notifier that can take notifications now, and the route the request names.
+fn deliverable(
+    relay: &Relay,
+    ns: &str,
+    name: &str,
+    request: &Request,
+) -> Result<(Arc<LineWorksNotifier>, Option<Route>), Refusal> {
+    let notifier = known_notifier(relay, ns, name)?;
+    let route_name = match request {
+        Request::Visitor(r) => r.route.as_deref(),
+        Request::Test => None,
+    };
+    let route = validation::route(&notifier, route_name)?;
+    if notifier.spec.suspend {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Notifier suspended",
+            format!("{ns}/{name} has spec.suspend: true"),
+        ));
+    }
+    let (ready, reason, message) = ready_condition(&notifier);
+    if !ready {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Notifier not ready",
+            format!("{reason}: {message}"),
+        ));
+    }
+    Ok((notifier, route))
+}
+
+async fn notification(
+    relay: Arc<Relay>,
+    headers: HeaderMap,
+    ns: String,
+    name: String,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Response {
+    let admitted = relay.authenticate(&headers).and_then(|()| {
+        let request = match endpoint {
+            Endpoint::Notifications => Request::Visitor(validation::parse(&headers, &body)?),
+            Endpoint::TestNotification => Request::Test,
+        };
+        let (notifier, route) = deliverable(&relay, &ns, &name, &request)?;
+        Ok((request, notifier, route))
+    });
+    let (request, notifier, route) = match admitted {
+        Ok(a) => a,
+        Err(refusal) => return relay.reject(refusal),
+    };
+    let visitor = match &request {
+        Request::Visitor(r) => Some(r),
+        Request::Test => None,
+    };
+    let key = validation::idempotency_key(visitor, &headers).map(|k| format!("{ns}/{name}/{k}"));
+    let first = match key {
+        None => None,
+        Some(key) => match relay.idempotency.claim(&key, idempotency::body_hash(&body)) {
+            Claim::Conflict => {
+                return relay.reject(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "Idempotency key reused",
+                    "this idempotency key was used with a different body",
+                ));
+            }
+            Claim::Done(answer) => return answer_response(&answer),
+            Claim::Repeat(rx) => return first_answer(rx).await,
+            Claim::New(tx) => Some((key, tx)),
+        },
+    };
+    if let Err(refusal) = relay.enqueue() {
+        let mut r = relay.reject(refusal);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    }
+    let worker = Arc::clone(&relay);
+    let job = relay.tasks.spawn(async move {
+        let answer = delivery::deliver(&worker, &notifier, &request, route.as_ref()).await;
+        worker.queued.fetch_sub(1, Ordering::SeqCst);
+        worker.metrics.finished_with(&answer);
+        if let Some((key, tx)) = &first {
+            worker.idempotency.finish(key, tx, answer.clone());
+        }
+        answer
+    });
+    match job.await {
+        Ok(answer) => answer_response(&answer),
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Delivery crashed",
+            e.to_string(),
+        ),
+    }
+}
+
+/// The answer of the first request with the same key, once it has one.
+async fn first_answer(mut rx: watch::Receiver<Option<Answer>>) -> Response {
+    let answer = loop {
+        if let Some(a) = rx.borrow_and_update().clone() {
+            break Some(a);
+        }
+        if rx.changed().await.is_err() {
+            break None;
+        }
+    };
+    match answer {
+        Some(a) => answer_response(&a),
+        None => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Interrupted",
+            "the first request with this key did not finish",
+        ),
+    }
+}
+
+fn answer_response(answer: &Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(&answer.result)).into_response()
+}
