@@ -9,6 +9,7 @@
 //!
 //! `make bench` (cargo bench --bench controller). Under `cargo test` it runs a small smoke version.
 
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,11 +150,8 @@ async fn apply(client: &Client, ns: &str, object: &Value) {
 }
 
 fn is_ready(n: Option<&LineWorksNotifier>) -> bool {
-    n.and_then(|n| n.status.as_ref()).is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    n.and_then(|n| n.condition(ConditionType::Ready))
+        .is_some_and(|c| c.is(ConditionStatus::True))
 }
 
 /// The floor: the same LINE WORKS calls and one status write, straight from a client.

@@ -12,6 +12,7 @@
 #[allow(dead_code)]
 mod tenant;
 
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -203,11 +204,8 @@ async fn main() {
     tokio::time::timeout(
         Duration::from_secs(60),
         await_condition(notifiers, "front", |n: Option<&LineWorksNotifier>| {
-            n.and_then(|n| n.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            n.and_then(|n| n.condition(ConditionType::Ready))
+                .is_some_and(|c| c.is(ConditionStatus::True))
         }),
     )
     .await

@@ -12,6 +12,7 @@ use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 
 use crate::api::LineWorksNotifier;
+use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use lineworks_control_plane::{ControlPlane, ControlPlaneError};
 use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
 
@@ -204,16 +205,13 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
     step("applied examples/notifier-service-account.yaml (apiBaseURL/authBaseURL → the emulator)");
 
     let notifiers: Api<LineWorksNotifier> = Api::namespaced(client.clone(), NAMESPACE);
-    let condition = |type_: &'static str| {
+    let condition = |type_: ConditionType| {
         move |n: Option<&LineWorksNotifier>| {
-            n.and_then(|n| n.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == type_ && c.status == "True")
-            })
+            n.and_then(|n| n.condition(type_))
+                .is_some_and(|c| c.is(ConditionStatus::True))
         }
     };
-    for type_ in ["Ready", "TestNotified"] {
+    for type_ in [ConditionType::Ready, ConditionType::TestNotified] {
         tokio::time::timeout(
             Duration::from_secs(60),
             await_condition(notifiers.clone(), "reception", condition(type_)),

@@ -4,6 +4,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -33,7 +34,9 @@ async fn token_secret(env: &support::operator::Env, name: &str) -> Option<(Vec<S
 async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
     let a = Authorizing::new("oauth-ok", |_| {}, Duration::from_secs(600)).await;
     a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let url = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
     let state = oauth::state_of(&url);
     assert_eq!(
         state.split('.').count(),
@@ -53,7 +56,9 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
         )
         .await
         .expect("annotated");
-    let again = a.authorization_url("front", "AuthorizationRequired").await;
+    let again = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
     assert_eq!(again, url);
 
     let callback = oauth::consent(&url).await;
@@ -62,7 +67,12 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("is authorized"), "{page}");
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     let (keys, version) = token_secret(&a.env, "front").await.expect("token Secret");
     assert!(keys.contains(&"refreshToken".to_string()), "{keys:?}");
@@ -95,7 +105,9 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
     // Links live 3 s here, so one can be seen expiring.
     let a = Authorizing::new("oauth-bad", |_| {}, Duration::from_secs(3)).await;
     a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let url = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
     let state = oauth::state_of(&url);
     let callback = oauth::consent(&url).await;
 
@@ -215,7 +227,12 @@ async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_r
     .await;
     let url = a.authorize("front").await;
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     let uid = a
         .env
@@ -230,20 +247,25 @@ async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_r
     a.env
         .wait_condition_saying(
             "front",
-            "Authorized",
-            "False",
-            "ReauthorizationRequired",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::ReauthorizationRequired,
             "90 days",
         )
         .await;
     let again = a
-        .authorization_url("front", "ReauthorizationRequired")
+        .authorization_url("front", Reason::ReauthorizationRequired)
         .await;
     assert_ne!(again, url, "a new link");
     let (status, page) = oauth::visit(&oauth::consent(&again).await).await;
     assert_eq!(status, 200, "{page}");
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     let n = a.env.notifiers().get("front").await.expect("notifier");
     assert_eq!(n.uid(), uid, "the same notifier, not recreated");
@@ -274,7 +296,12 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
     .await;
     a.authorize("front").await;
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     // LINE WORKS rotates the refresh token but the answer never arrives.
     a.env.emu.add_fault(Fault {
@@ -287,9 +314,9 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
         .env
         .wait_condition_saying(
             "front",
-            "Authorized",
-            "False",
-            "ReauthorizationRequired",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::ReauthorizationRequired,
             "never finished",
         )
         .await;
@@ -312,7 +339,12 @@ async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_delet
     for name in ["front", "back"] {
         a.authorize(name).await;
         a.env
-            .wait_condition(name, "Ready", "True", "NotifierReady")
+            .wait_condition(
+                name,
+                ConditionType::Ready,
+                ConditionStatus::True,
+                Reason::NotifierReady,
+            )
             .await;
     }
     let n = a.env.notifiers().get("front").await.expect("notifier");

@@ -5,6 +5,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -59,7 +60,9 @@ async fn chromedriver() -> Driver {
 async fn an_administrator_authorizes_in_a_real_browser() {
     let a = Authorizing::new("browser", |_| {}, Duration::from_secs(600)).await;
     a.apply_user_account_notifier("front").await;
-    let url = a.authorization_url("front", "AuthorizationRequired").await;
+    let url = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
 
     let driver = chromedriver().await;
     let profile = tempfile::tempdir().expect("profile dir");
@@ -108,10 +111,20 @@ async fn an_administrator_authorizes_in_a_real_browser() {
     let landed = browser.current_url().await.expect("URL");
     assert!(landed.as_str().starts_with(&a.redirect), "{landed}");
     a.env
-        .wait_condition("front", "Authorized", "True", "TokenValid")
+        .wait_condition(
+            "front",
+            ConditionType::Authorized,
+            ConditionStatus::True,
+            Reason::TokenValid,
+        )
         .await;
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
 
     // The same page, reloaded, is a replay: refused with a clear page.

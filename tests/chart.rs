@@ -5,6 +5,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -356,14 +357,9 @@ async fn controller_under_the_charts_account(scope: &str) {
             let log = log.path().to_path_buf();
             async move {
                 let n = notifiers.get("front").await.map_err(|e| e.to_string())?;
-                let ready = n.status.as_ref().and_then(|s| {
-                    s.conditions
-                        .iter()
-                        .find(|c| c.type_ == "Ready" && c.status == "True")
-                });
-                match ready {
-                    Some(_) => Ok(()),
-                    None => Err(format!(
+                match n.condition_is(ConditionType::Ready, ConditionStatus::True) {
+                    true => Ok(()),
+                    false => Err(format!(
                         "{:?}\n{}",
                         n.status.map(|s| s.conditions),
                         std::fs::read_to_string(log).unwrap_or_default()
@@ -425,8 +421,13 @@ async fn the_documented_relay_sidecar_delivers_under_its_narrow_role() {
     env.apply_good_secret().await;
     let controller = env.start_controller(None);
     env.apply_notifier("front-desk", json!({})).await;
-    env.wait_condition("front-desk", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "front-desk",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/relay-sidecar.yaml"

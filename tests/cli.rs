@@ -3,6 +3,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ async fn authorize_with_a_local_callback_stores_tokens_without_reaching_the_clus
     )
     .await;
     a.apply_user_account_notifier("front").await;
-    a.authorization_url("front", "AuthorizationRequired").await;
+    a.authorization_url("front", Reason::AuthorizationRequired)
+        .await;
 
     let mut child = command(
         &a.env,
@@ -104,7 +106,12 @@ async fn authorize_with_a_local_callback_stores_tokens_without_reaching_the_clus
     assert!(out.contains("Tokens stored"), "{out}");
     assert!(out.contains("✓ Authorized"), "{out}");
     a.env
-        .wait_condition("front", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     a.stop().await;
 }
@@ -113,7 +120,9 @@ async fn authorize_with_a_local_callback_stores_tokens_without_reaching_the_clus
 async fn authorize_prints_the_controllers_link_and_waits_for_it() {
     let a = Authorizing::new("cli-authorize", |_| {}, Duration::from_secs(600)).await;
     a.apply_user_account_notifier("front").await;
-    let offered = a.authorization_url("front", "AuthorizationRequired").await;
+    let offered = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
     let mut child = command(
         &a.env,
         &[
@@ -142,8 +151,13 @@ async fn status_and_test_notify_answer_like_the_console() {
     env.apply_secret("app", good_credentials()).await;
     let controller = env.start_controller(None);
     env.apply_notifier("front", serde_json::json!({})).await;
-    env.wait_condition("front", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     let (ok, text, _) = run(&env, &["status", "front", "-n", &env.ns]).await;
     assert!(ok, "{text}");
@@ -195,8 +209,13 @@ async fn status_and_test_notify_answer_like_the_console() {
         serde_json::json!({"roomId": support::lineworks::ROOM_WITHOUT_BOT}),
     )
     .await;
-    env.wait_condition("front", "BotInService", "False", "BotNotInRoom")
-        .await;
+    env.wait_condition(
+        "front",
+        ConditionType::BotInService,
+        ConditionStatus::False,
+        Reason::BotNotInRoom,
+    )
+    .await;
     let (ok, text, _) = run(&env, &["status", "front", "-n", &env.ns]).await;
     assert!(!ok, "{text}");
     assert!(text.contains("✗ BotInService"), "{text}");

@@ -4,6 +4,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
@@ -31,19 +32,39 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
     env.apply_good_secret().await;
     env.apply_notifier("reception", json!({})).await;
     let ready = env
-        .wait_condition("reception", "Ready", "True", "NotifierReady")
+        .wait_condition(
+            "reception",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
         .await;
     assert!(
         ready.message.contains("hogehoge@testtest") && ready.message.contains(ROOM),
         "{}",
         ready.message
     );
-    env.wait_condition("reception", "Authorized", "True", "TokenValid")
-        .await;
-    env.wait_condition("reception", "BotInService", "True", "BotReachable")
-        .await;
-    env.wait_condition("reception", "TestNotified", "Unknown", "NotRequested")
-        .await;
+    env.wait_condition(
+        "reception",
+        ConditionType::Authorized,
+        ConditionStatus::True,
+        Reason::TokenValid,
+    )
+    .await;
+    env.wait_condition(
+        "reception",
+        ConditionType::BotInService,
+        ConditionStatus::True,
+        Reason::BotReachable,
+    )
+    .await;
+    env.wait_condition(
+        "reception",
+        ConditionType::TestNotified,
+        ConditionStatus::Unknown,
+        Reason::NotRequested,
+    )
+    .await;
 
     let n = env.notifiers().get("reception").await.expect("notifier");
     let status = n.status.clone().expect("status");
@@ -131,9 +152,9 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
     env.apply_secret("app", wrong).await;
     env.wait_condition(
         "reception",
-        "Authorized",
-        "False",
-        "InvalidClientCredentials",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::InvalidClientCredentials,
     )
     .await;
     controller.stop().await;
@@ -149,7 +170,12 @@ async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
     // Missing Secret.
     env.apply_notifier("n", json!({})).await;
     let c = env
-        .wait_condition("n", "Authorized", "False", "CredentialsSecretMissing")
+        .wait_condition(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::CredentialsSecretMissing,
+        )
         .await;
     assert!(
         c.message.contains("Secret app not found") && c.message.contains("Developer Console"),
@@ -157,7 +183,12 @@ async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
         c.message
     );
     let ready = env
-        .wait_condition("n", "Ready", "False", "NotAuthorized")
+        .wait_condition(
+            "n",
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::NotAuthorized,
+        )
         .await;
     assert!(ready.message.contains("Secret app"), "{}", ready.message);
 
@@ -169,7 +200,12 @@ async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
         .remove("privateKey");
     env.apply_secret("app", partial).await;
     let c = env
-        .wait_condition("n", "Authorized", "False", "CredentialsKeyMissing")
+        .wait_condition(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::CredentialsKeyMissing,
+        )
         .await;
     assert!(c.message.contains("privateKey"), "{}", c.message);
 
@@ -178,7 +214,12 @@ async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
     wrong["clientSecret"] = json!("not-the-secret");
     env.apply_secret("app", wrong).await;
     let c = env
-        .wait_condition("n", "Authorized", "False", "InvalidClientCredentials")
+        .wait_condition(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::InvalidClientCredentials,
+        )
         .await;
     assert!(
         c.message.contains("Client Secret") && c.message.contains("Developer Console > API 2.0"),
@@ -196,19 +237,35 @@ async fn credential_mistakes_are_diagnosed_and_fixing_them_recovers() {
     other["privateKey"] = json!(lineworks::fixture("other-service-account.key"));
     env.apply_secret("app", other).await;
     let c = env
-        .wait_condition("n", "Authorized", "False", "PrivateKeyInvalid")
+        .wait_condition(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::PrivateKeyInvalid,
+        )
         .await;
     assert!(c.message.contains("Service Account"), "{}", c.message);
     let mut garbage = good_credentials();
     garbage["privateKey"] = json!("hello");
     env.apply_secret("app", garbage).await;
-    env.wait_condition_saying("n", "Authorized", "False", "PrivateKeyInvalid", "not PEM")
-        .await;
+    env.wait_condition_saying(
+        "n",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::PrivateKeyInvalid,
+        "not PEM",
+    )
+    .await;
 
     // Fixed: Ready without a restart.
     env.apply_good_secret().await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     controller.stop().await;
 }
 
@@ -221,7 +278,12 @@ async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
     // Unknown bot: fixed by correcting spec.botId.
     env.apply_notifier("n", json!({"botId": 9_999_999})).await;
     let c = env
-        .wait_condition("n", "BotInService", "False", "BotNotFound")
+        .wait_condition(
+            "n",
+            ConditionType::BotInService,
+            ConditionStatus::False,
+            Reason::BotNotFound,
+        )
         .await;
     assert!(
         c.message.contains("Developer Console > Bot"),
@@ -229,14 +291,24 @@ async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
         c.message
     );
     env.patch_spec("n", json!({"botId": BOT})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     // Bot not added to the domain: fixed in the admin screen (the emulator), no Kubernetes change.
     env.patch_spec("n", json!({"botId": LONELY_BOT, "roomId": null}))
         .await;
     let c = env
-        .wait_condition("n", "BotInService", "False", "BotNotInDomain")
+        .wait_condition(
+            "n",
+            ConditionType::BotInService,
+            ConditionStatus::False,
+            Reason::BotNotInDomain,
+        )
         .await;
     assert!(
         c.message.contains("Bot追加") && c.message.contains("準備中"),
@@ -245,28 +317,53 @@ async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
     );
     env.emu
         .update_world(|w| w.bots[1].domains.push(lineworks::DOMAIN_ID));
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     // Bot not invited to the room: fixed by inviting it.
     env.patch_spec("n", json!({"botId": BOT, "roomId": ROOM_WITHOUT_BOT}))
         .await;
     let c = env
-        .wait_condition("n", "BotInService", "False", "BotNotInRoom")
+        .wait_condition(
+            "n",
+            ConditionType::BotInService,
+            ConditionStatus::False,
+            Reason::BotNotInRoom,
+        )
         .await;
     assert!(c.message.contains("招待"), "{}", c.message);
     env.emu.update_world(|w| w.channels[1].bots.push(BOT));
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     // Unknown room: fixed by correcting roomId.
     env.patch_spec("n", json!({"roomId": "0000-nope"})).await;
     let c = env
-        .wait_condition("n", "BotInService", "False", "RoomNotFound")
+        .wait_condition(
+            "n",
+            ConditionType::BotInService,
+            ConditionStatus::False,
+            Reason::RoomNotFound,
+        )
         .await;
     assert!(c.message.contains("チャンネルID"), "{}", c.message);
     let ready = env
-        .wait_condition("n", "Ready", "False", "BotNotInService")
+        .wait_condition(
+            "n",
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::BotNotInService,
+        )
         .await;
     assert!(ready.message.contains("チャンネルID"));
 
@@ -282,8 +379,13 @@ async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
     );
 
     env.patch_spec("n", json!({"roomId": ROOM})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     controller.stop().await;
 }
 
@@ -299,30 +401,63 @@ async fn token_endpoint_outage_and_suspension() {
     });
     env.apply_notifier("n", json!({})).await;
     let c = env
-        .wait_condition("n", "Authorized", "False", "TokenEndpointUnavailable")
+        .wait_condition(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::TokenEndpointUnavailable,
+        )
         .await;
     assert!(c.message.contains("retrying"), "{}", c.message);
     env.emu.clear_faults();
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     env.patch_spec("n", json!({"suspend": true})).await;
-    let c = env.wait_condition("n", "Ready", "False", "Suspended").await;
-    assert!(c.message.contains("suspend"), "{}", c.message);
-    env.wait_condition("n", "BotInService", "False", "Suspended")
+    let c = env
+        .wait_condition(
+            "n",
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::Suspended,
+        )
         .await;
+    assert!(c.message.contains("suspend"), "{}", c.message);
+    env.wait_condition(
+        "n",
+        ConditionType::BotInService,
+        ConditionStatus::False,
+        Reason::Suspended,
+    )
+    .await;
     let calls = env.emu.total_requests();
     env.emu.expire_access_tokens();
     env.patch_spec("n", json!({"defaultUser": "jinji"})).await;
-    env.wait_condition("n", "Ready", "False", "Suspended").await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::Suspended,
+    )
+    .await;
     assert_eq!(
         env.emu.total_requests(),
         calls,
         "a suspended notifier makes no call"
     );
     env.patch_spec("n", json!({"suspend": false})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     controller.stop().await;
 }
 
@@ -334,7 +469,12 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
     env.apply_notifier("n", json!({"testNotification": {"id": "1"}}))
         .await;
     let c = env
-        .wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
+        .wait_condition(
+            "n",
+            ConditionType::TestNotified,
+            ConditionStatus::True,
+            Reason::TestNotificationDelivered,
+        )
         .await;
     assert!(
         c.message.contains("hogehoge@testtest") && c.message.contains(ROOM),
@@ -383,15 +523,25 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
     env.patch_spec("n", json!({"testNotification": {"id": "2"}}))
         .await;
     let c = env
-        .wait_condition("n", "TestNotified", "False", "DefaultUserNotFound")
+        .wait_condition(
+            "n",
+            ConditionType::TestNotified,
+            ConditionStatus::False,
+            Reason::DefaultUserNotFound,
+        )
         .await;
     assert!(
         c.message.contains("Members") && c.message.contains("hogehoge@testtest"),
         "{}",
         c.message
     );
-    env.wait_condition("n", "Ready", "False", "TestNotificationFailed")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::TestNotificationFailed,
+    )
+    .await;
     let n = env.notifiers().get("n").await.expect("notifier");
     let last = n
         .status
@@ -408,10 +558,20 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
     env.emu.update_world(|w| w.users[0].deleted = false);
     env.patch_spec("n", json!({"testNotification": {"id": "3"}}))
         .await;
-    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
-        .await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::TestNotified,
+        ConditionStatus::True,
+        Reason::TestNotificationDelivered,
+    )
+    .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     let test_messages = env
         .emu
         .delivered()
@@ -435,8 +595,13 @@ async fn short_lived_tokens_are_renewed_before_expiry_without_a_failed_send() {
     let controller = env.start_controller(None);
     env.apply_good_secret().await;
     env.apply_notifier("n", json!({})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
 
     let read_token = || async {
         let s = env
@@ -521,8 +686,13 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     .await;
     let b = env.start_controller(Some("replica-b"));
     env.apply_notifier("n", json!({})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     // The counter moves just after the status write it counts.
     wait_for("the leader's reconcile to be counted", WAIT, || {
         let m = a.metrics.clone();
@@ -552,8 +722,13 @@ async fn with_two_replicas_only_the_leader_reconciles_and_the_other_takes_over()
     .await;
     env.patch_spec("n", json!({"roomId": ROOM_WITHOUT_BOT}))
         .await;
-    env.wait_condition("n", "BotInService", "False", "BotNotInRoom")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::BotInService,
+        ConditionStatus::False,
+        Reason::BotNotInRoom,
+    )
+    .await;
     wait_for("the new leader's reconciles to be counted", WAIT, || {
         let m = b.metrics.clone();
         async move {
@@ -623,11 +798,21 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     env.apply_secret("app", wrong).await;
     env.apply_notifier("n", json!({"testNotification": {"id": "a"}}))
         .await;
-    env.wait_condition("n", "Authorized", "False", "InvalidClientCredentials")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::InvalidClientCredentials,
+    )
+    .await;
     env.apply_good_secret().await;
-    env.wait_condition("n", "TestNotified", "True", "TestNotificationDelivered")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::TestNotified,
+        ConditionStatus::True,
+        Reason::TestNotificationDelivered,
+    )
+    .await;
     let first = env
         .secrets()
         .get("n-lineworks-token")
@@ -724,30 +909,46 @@ async fn a_token_endpoint_outage_during_renewal_keeps_the_current_token_in_use()
     let controller = env.start_controller(None);
     env.apply_good_secret().await;
     env.apply_notifier("n", json!({})).await;
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     env.emu.add_fault(Fault {
         api: "token".into(),
         status: Some(503),
         ..Default::default()
     });
     let c = env
-        .wait_condition_saying("n", "Authorized", "True", "TokenValid", "renewal failed")
+        .wait_condition_saying(
+            "n",
+            ConditionType::Authorized,
+            ConditionStatus::True,
+            Reason::TokenValid,
+            "renewal failed",
+        )
         .await;
     assert!(
         c.message.contains("TokenEndpointUnavailable") || c.message.contains("not answering"),
         "{}",
         c.message
     );
-    env.wait_condition("n", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     env.emu.clear_faults();
     let c = env
         .wait_condition_saying(
             "n",
-            "Authorized",
-            "True",
-            "TokenValid",
+            ConditionType::Authorized,
+            ConditionStatus::True,
+            Reason::TokenValid,
             "renewed automatically",
         )
         .await;

@@ -2,6 +2,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -41,8 +42,13 @@ impl Setup {
             map.entry("rateLimitPerMinute").or_insert(json!(240));
         }
         env.apply_notifier("front", spec).await;
-        env.wait_condition("front", "Ready", "True", "NotifierReady")
-            .await;
+        env.wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
+        .await;
         let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
         options.namespace = Some(env.ns.clone());
         options.notifier = Some((env.ns.clone(), "front".into()));
@@ -356,7 +362,12 @@ async fn bad_requests_get_problem_details() {
     // Not Ready → 503 with the reason.
     s.env.patch_spec("front", json!({"botId": 42})).await;
     s.env
-        .wait_condition("front", "Ready", "False", "BotNotInService")
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::BotNotInService,
+        )
         .await;
     let detail = support::wait_for(
         "the relay to see the notifier not Ready",

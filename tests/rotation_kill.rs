@@ -10,6 +10,7 @@
 
 mod support;
 
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,12 +93,10 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
             "cycle {cycle}: the stored refresh token no longer works"
         );
         let n = notifiers.get("front").await.expect("notifier");
-        let authorized = n
-            .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Authorized"));
-        if let Some(c) = authorized {
+        if let Some(c) = n.condition(ConditionType::Authorized) {
             assert_ne!(
-                c.reason, "ReauthorizationRequired",
+                c.condition_reason(),
+                Some(Reason::ReauthorizationRequired),
                 "cycle {cycle}: {}",
                 c.message
             );
@@ -132,8 +131,13 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
         },
     )
     .await;
-    env.wait_condition("front", "Ready", "True", "NotifierReady")
-        .await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let secret = secrets.get("front-lineworks-token").await.expect("Secret");

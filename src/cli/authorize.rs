@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, oneshot};
 
 use super::{CliError, NotifierRef, print_conditions, wait_until};
+use crate::api::conditions::{ConditionStatus, ConditionType};
 use crate::api::{AuthMode, LineWorksNotifier};
 use crate::controller::{credentials, tokens};
 use crate::html::{escape, page};
@@ -59,20 +60,13 @@ pub async fn run(client: Client, options: AuthorizeOptions) -> Result<(), CliErr
         "Waiting for the controller to report {} Authorized…",
         options.notifier
     );
-    let done = wait_until(&notifiers, name, options.timeout, |n| {
-        condition_true(n, "Authorized")
-    })
-    .await?;
+    let done = wait_until(&notifiers, name, options.timeout, authorized).await?;
     print_conditions(&done);
     Ok(())
 }
 
-fn condition_true(n: &LineWorksNotifier, type_: &str) -> bool {
-    n.status.as_ref().is_some_and(|s| {
-        s.conditions.iter().any(|c| {
-            c.type_ == type_ && c.status == "True" && c.observed_generation == n.metadata.generation
-        })
-    })
+fn authorized(n: &LineWorksNotifier) -> bool {
+    n.condition_is(ConditionType::Authorized, ConditionStatus::True)
 }
 
 /// Prints the controller's URL (waiting briefly for it) for a person to open.
@@ -82,7 +76,7 @@ async fn via_controller(
 ) -> Result<(), CliError> {
     let name = &options.notifier.name;
     let current = notifiers.get(name).await?;
-    if condition_true(&current, "Authorized") {
+    if authorized(&current) {
         println!("{} is already authorized.", options.notifier);
         return Ok(());
     }
@@ -90,7 +84,7 @@ async fn via_controller(
         n.status
             .as_ref()
             .is_some_and(|s| s.authorization_url.is_some())
-            || condition_true(n, "Authorized")
+            || authorized(n)
     })
     .await
     .map_err(|_| {

@@ -10,7 +10,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use crate::api::{DeliveryResult, LineWorksNotifier, TargetKind};
+use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
+use crate::api::{DeliveryResult, LineWorksNotifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -86,10 +87,10 @@ pub fn print_conditions(n: &LineWorksNotifier) {
         return;
     };
     for c in &status.conditions {
-        let mark = match c.status.as_str() {
-            "True" => "✓",
-            "False" => "✗",
-            _ => "…",
+        let mark = match c.condition_status() {
+            ConditionStatus::True => "✓",
+            ConditionStatus::False => "✗",
+            ConditionStatus::Unknown => "…",
         };
         println!("{mark} {:<13} {:<24} {}", c.type_, c.reason, c.message);
     }
@@ -107,11 +108,9 @@ pub async fn status(client: kube::Client, at: &NotifierRef) -> Result<(), CliErr
         .ok_or_else(|| CliError::NotFound(at.to_string()))?;
     println!("{at}");
     print_conditions(&n);
-    let ready = n.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    });
+    let ready = n
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.is(ConditionStatus::True));
     if ready {
         Ok(())
     } else {
@@ -153,14 +152,9 @@ pub async fn test_notify(
             .and_then(|s| s.last_test_notification.as_ref())
             .is_some_and(|t| t.id == id && t.result != DeliveryResult::Sending);
         // Or the controller says why it cannot send (not authorized, bot not in service).
-        let blocked = n.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == "TestNotified"
-                    && c.status != "True"
-                    && c.observed_generation == n.metadata.generation
-                    && c.message.contains(&id)
-            })
-        });
+        let blocked = n
+            .current_condition(ConditionType::TestNotified)
+            .is_some_and(|c| !c.is(ConditionStatus::True) && c.message.contains(&id));
         sent || blocked
     })
     .await?;
@@ -176,10 +170,7 @@ pub async fn test_notify(
         )));
     };
     for t in &last.targets {
-        let kind = match t.kind {
-            TargetKind::User => "user",
-            TargetKind::Room => "room",
-        };
+        let kind = t.kind;
         if t.delivered {
             println!("✓ {kind} {}: delivered", t.target);
         } else {

@@ -97,10 +97,7 @@ pub fn content(template: Option<&MessageTemplate>, default: &str, fields: &Field
                 .i18n_texts
                 .iter()
                 .map(|v| I18nText {
-                    language: serde_json::to_value(v.language)
-                        .ok()
-                        .and_then(|l| l.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    language: v.language.to_string(),
                     text: render(&v.text, fields),
                 })
                 .collect(),

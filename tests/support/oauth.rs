@@ -2,6 +2,7 @@
 //! app's redirect URL, and the administrator's consent done over HTTP (the browser test does it
 //! in Chromium).
 
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -69,20 +70,21 @@ impl Authorizing {
     }
 
     /// Waits until status offers an authorization URL whose condition carries it; returns it.
-    pub async fn authorization_url(&self, name: &str, reason: &str) -> String {
+    pub async fn authorization_url(&self, name: &str, reason: Reason) -> String {
         let api = self.env.notifiers();
         wait_for(&format!("{name} offers an authorization URL"), WAIT, || {
             let api = api.clone();
             async move {
                 let n = api.get(name).await.map_err(|e| e.to_string())?;
                 let status = n.status.ok_or("no status")?;
-                let url = status.authorization_url.ok_or("no authorizationURL")?;
+                let url = status
+                    .authorization_url
+                    .clone()
+                    .ok_or("no authorizationURL")?;
                 let c = status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Authorized")
+                    .condition(ConditionType::Authorized)
                     .ok_or("no Authorized condition")?;
-                if c.reason == reason && c.message.contains(&url) {
+                if c.condition_reason() == Some(reason) && c.message.contains(&url) {
                     Ok(url)
                 } else {
                     Err(format!("{}: {}", c.reason, c.message))
@@ -97,11 +99,18 @@ impl Authorizing {
     /// the authorization URL that was used.
     pub async fn authorize(&self, name: &str) -> String {
         self.apply_user_account_notifier(name).await;
-        let url = self.authorization_url(name, "AuthorizationRequired").await;
+        let url = self
+            .authorization_url(name, Reason::AuthorizationRequired)
+            .await;
         let (status, page) = visit(&consent(&url).await).await;
         assert_eq!(status, 200, "{page}");
         self.env
-            .wait_condition(name, "Authorized", "True", "TokenValid")
+            .wait_condition(
+                name,
+                ConditionType::Authorized,
+                ConditionStatus::True,
+                Reason::TokenValid,
+            )
             .await;
         url
     }

@@ -11,6 +11,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use lineworks_control_plane::ControlPlane;
 use lineworks_emulator::{Emulator, World};
 use lineworks_operator::api::LineWorksNotifier;
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use lineworks_operator::controller::{self, LeaseOptions, Metrics, Options, Settings};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -185,9 +186,9 @@ impl Env {
     pub async fn wait_condition(
         &self,
         name: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
     ) -> Condition {
         self.wait_condition_saying(name, type_, status, reason, "")
             .await
@@ -197,9 +198,9 @@ impl Env {
     pub async fn wait_condition_saying(
         &self,
         name: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
         fragment: &str,
     ) -> Condition {
         let api = self.notifiers();
@@ -208,14 +209,12 @@ impl Env {
             async move {
                 let n = api.get(name).await.map_err(|e| e.to_string())?;
                 let c = n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
-                    .ok_or("no such condition yet")?;
-                if c.status == status
-                    && c.reason == reason
+                    .current_condition(type_)
+                    .cloned()
+                    .ok_or("no such condition for this generation yet")?;
+                if c.is(status)
+                    && c.condition_reason() == Some(reason)
                     && c.message.contains(fragment)
-                    && c.observed_generation == n.metadata.generation
                 {
                     Ok(c)
                 } else {
