@@ -6,7 +6,7 @@ pub mod controller;
 pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
-mod html;
+mod oauth_callback;
 pub mod reference;
 pub mod relay;
 pub mod telemetry;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lineworks_client::{
-    Action, Api, ClientCredentials, Content, ExposeSecret, I18nText, LineWorksError, SecretString,
-    ServiceAccount, TokenKind,
+    Action, Api, ClientCredentials, Content, ExposeSecret, I18nText, LineWorksClient,
+    LineWorksError, SecretString, ServiceAccount, TokenKind, TokenSet,
 };
 use lineworks_emulator::Fault;
 use serde_json::json;
@@ -141,14 +141,7 @@ async fn expires_in_is_understood_as_a_string_and_as_a_number() {
         w.apps[0].expires_in_as_string = as_string;
         w.apps[0].access_token_lifetime_secs = 3600;
         let emu = emulator(w).await;
-        let tokens = client(&emu, DEADLINE, None)
-            .issue_service_account_token(
-                &credentials(),
-                &service_account("service-account.key"),
-                &scopes(),
-            )
-            .await
-            .expect("token");
+        let tokens = issue(&client(&emu, DEADLINE, None)).await;
         assert_eq!(
             tokens.expires_in,
             Duration::from_secs(3600),
@@ -163,14 +156,7 @@ async fn refresh_with_rotation_on_replaces_the_refresh_token_and_the_old_one_die
     w.apps[0].refresh_token_rotation = true;
     let emu = emulator(w).await;
     let client = client(&emu, DEADLINE, None);
-    let first = client
-        .issue_service_account_token(
-            &credentials(),
-            &service_account("service-account.key"),
-            &scopes(),
-        )
-        .await
-        .expect("token");
+    let first = issue(&client).await;
     let old = first.refresh_token.clone().expect("refresh token");
     let refreshed = client.refresh(&credentials(), &old).await.expect("refresh");
     assert!(refreshed.rotated);
@@ -203,14 +189,7 @@ async fn refresh_with_rotation_on_replaces_the_refresh_token_and_the_old_one_die
 async fn refresh_with_rotation_off_keeps_the_old_refresh_token() {
     let emu = emulator(world()).await;
     let client = client(&emu, DEADLINE, None);
-    let first = client
-        .issue_service_account_token(
-            &credentials(),
-            &service_account("service-account.key"),
-            &scopes(),
-        )
-        .await
-        .expect("token");
+    let first = issue(&client).await;
     let old = first.refresh_token.clone().expect("refresh token");
     for _ in 0..2 {
         let refreshed = client.refresh(&credentials(), &old).await.expect("refresh");
@@ -299,14 +278,7 @@ async fn authorization_code_flow_through_the_consent_page_and_single_use_codes()
 async fn revoked_tokens_stop_working() {
     let emu = emulator(world()).await;
     let client = client(&emu, DEADLINE, None);
-    let tokens = client
-        .issue_service_account_token(
-            &credentials(),
-            &service_account("service-account.key"),
-            &scopes(),
-        )
-        .await
-        .expect("token");
+    let tokens = issue(&client).await;
     let refresh = tokens.refresh_token.clone().expect("refresh");
     client
         .revoke(&credentials(), &refresh, TokenKind::Refresh)
@@ -328,7 +300,12 @@ async fn revoked_tokens_stop_working() {
 }
 
 async fn token(emu: &lineworks_emulator::Emulator) -> SecretString {
-    client(emu, DEADLINE, None)
+    issue(&client(emu, DEADLINE, None)).await.access_token
+}
+
+/// Tokens for the test app's Service Account, through `client`.
+async fn issue(client: &LineWorksClient) -> TokenSet {
+    client
         .issue_service_account_token(
             &credentials(),
             &service_account("service-account.key"),
@@ -336,7 +313,6 @@ async fn token(emu: &lineworks_emulator::Emulator) -> SecretString {
         )
         .await
         .expect("token")
-        .access_token
 }
 
 #[tokio::test]

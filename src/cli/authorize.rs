@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, oneshot};
 
@@ -26,8 +25,8 @@ use super::{CliError, NotifierRef, print_conditions, wait_until};
 use crate::api::conditions::{ConditionStatus, ConditionType};
 use crate::api::{AuthMode, LineWorksNotifier};
 use crate::controller::{credentials, tokens};
-use crate::html::{escape, page};
-use lineworks_client::{LineWorksClient, RateLimits, SecretString};
+use crate::oauth_callback::{CallbackQuery, escape, page};
+use lineworks_client::{LineWorksClient, RateLimits};
 
 pub struct AuthorizeOptions {
     pub notifier: NotifierRef,
@@ -99,14 +98,6 @@ async fn via_controller(
         );
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
 }
 
 struct Pending {
@@ -209,26 +200,17 @@ async fn callback(State(p): State<Arc<Pending>>, Query(q): Query<CallbackQuery>)
 }
 
 async fn store(p: &Pending, q: CallbackQuery) -> Result<(), String> {
-    if let Some(error) = q.error {
-        return Err(format!(
-            "LINE WORKS answered {error}{}",
-            q.error_description
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        ));
+    if let Some(denial) = q.denial() {
+        return Err(denial);
     }
-    let state = q.state.unwrap_or_default();
+    let state = q.state.clone().unwrap_or_default();
     if !bool::from(state.as_bytes().ct_eq(p.state.as_bytes())) {
         return Err("state does not match the one this command issued; nothing was stored".into());
     }
     if p.done.lock().await.is_none() {
         return Err("state already used; nothing was stored".into());
     }
-    let code = q
-        .code
-        .filter(|c| !c.is_empty())
-        .map(SecretString::from)
-        .ok_or("the code parameter is missing")?;
+    let code = q.code().ok_or("the code parameter is missing")?;
     let ns = p.notifier.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(p.client.clone(), &ns);
     let credentials = match credentials::load(&secrets, &p.notifier).await {

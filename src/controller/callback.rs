@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::context::Context;
@@ -19,16 +18,7 @@ use super::metrics::ResultLabel;
 use super::oauth_state::StateRejected;
 use super::tokens::{self, Found};
 use crate::api::{AuthMode, LineWorksNotifier};
-use crate::html::{escape, page};
-use lineworks_client::SecretString;
-
-#[derive(Deserialize)]
-pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
+use crate::oauth_callback::{CallbackQuery, escape, page};
 
 /// Why a callback did not store tokens; the page and the metric say which.
 enum Refusal {
@@ -111,16 +101,12 @@ pub async fn callback(State(ctx): State<Arc<Context>>, Query(q): Query<CallbackQ
 }
 
 async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
-    if let Some(error) = q.error {
-        return Err(Refusal::Denied(format!(
-            "LINE WORKS answered {error}{}",
-            q.error_description
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        )));
+    if let Some(denial) = q.denial() {
+        return Err(Refusal::Denied(denial));
     }
     let state = q
         .state
+        .clone()
         .ok_or_else(|| Refusal::BadRequest("the state parameter is missing".into()))?;
     let claims = ctx.state_key.verify(&state).map_err(Refusal::State)?;
     let key = format!("{}/{}", claims.ns, claims.name);
@@ -161,9 +147,7 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
             e => Refusal::Failed(format!("updating the token Secret: {e}")),
         })?;
     let code = q
-        .code
-        .filter(|c| !c.is_empty())
-        .map(SecretString::from)
+        .code()
         .ok_or_else(|| Refusal::BadRequest("the code parameter is missing".into()))?;
     let credentials = match super::credentials::load(&secrets, &notifier).await {
         Ok(Ok(c)) => c,

@@ -317,3 +317,341 @@ pub fn summarize(
     added.push(ready);
     added
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use lineworks_client::{Api, ErrorBody};
+    use serde_json::json;
+
+    fn notifier(extra: serde_json::Value) -> LineWorksNotifier {
+        let mut spec = json!({
+            "botId": 7, "domain": "example", "defaultUser": "desk", "roomId": "room-1",
+            "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "app"}}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let spec = serde_json::from_value(spec).unwrap_or_else(|e| panic!("spec: {e}"));
+        let mut n = LineWorksNotifier::new("front", spec);
+        n.metadata.generation = Some(1);
+        n
+    }
+
+    fn rejected(code: &str) -> LineWorksError {
+        LineWorksError::TokenRejected {
+            status: 400,
+            body: ErrorBody {
+                code: code.into(),
+                description: String::new(),
+            },
+        }
+    }
+
+    fn server_error() -> LineWorksError {
+        LineWorksError::Server {
+            api: Api::Token,
+            status: 503,
+            body: ErrorBody::default(),
+        }
+    }
+
+    #[test]
+    fn token_failures_name_what_to_fix() {
+        let service = notifier(json!({}));
+        let user = notifier(json!({"auth": {"mode": "userAccount",
+            "credentialsSecretRef": {"name": "app"},
+            "userAccount": {"redirectURL": "https://example.com/cb"}}}));
+        let cases = [
+            (
+                &service,
+                rejected("invalid_client"),
+                Reason::InvalidClientCredentials,
+                false,
+            ),
+            (
+                &user,
+                rejected("invalid_client"),
+                Reason::InvalidClientCredentials,
+                false,
+            ),
+            (
+                &service,
+                rejected("invalid_scope"),
+                Reason::ScopeMissing,
+                false,
+            ),
+            (
+                &service,
+                rejected("invalid_grant"),
+                Reason::PrivateKeyInvalid,
+                false,
+            ),
+            (
+                &user,
+                rejected("invalid_grant"),
+                Reason::ReauthorizationRequired,
+                false,
+            ),
+            (
+                &service,
+                server_error(),
+                Reason::TokenEndpointUnavailable,
+                true,
+            ),
+            (
+                &user,
+                LineWorksError::DeadlineExceeded {
+                    attempts: 3,
+                    last: Box::new(server_error()),
+                },
+                Reason::TokenEndpointUnavailable,
+                true,
+            ),
+            (
+                &service,
+                LineWorksError::InvalidResponse {
+                    api: Api::Token,
+                    detail: "an HTML page".into(),
+                },
+                Reason::TokenEndpointUnavailable,
+                true,
+            ),
+        ];
+        for (n, error, reason, passing) in cases {
+            let d = token_failure(&n.spec, &error);
+            assert_eq!(d.passing, passing, "{error}");
+            assert_eq!(d.verdicts.len(), 1);
+            let v = &d.verdicts[0];
+            assert_eq!(
+                (v.type_, v.status, v.reason),
+                (ConditionType::Authorized, ConditionStatus::False, reason),
+                "{error}"
+            );
+            assert!(!v.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_refused_fresh_token_also_says_authorize_again() {
+        let unauthorized = LineWorksError::Unauthorized {
+            api: Api::GetBot,
+            status: 401,
+            body: ErrorBody::default(),
+        };
+        let d = check_failure(ConditionType::BotInService, &unauthorized);
+        let reasons: Vec<_> = d.verdicts.iter().map(|v| (v.type_, v.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (ConditionType::Authorized, Reason::ReauthorizationRequired),
+                (ConditionType::BotInService, Reason::Reconciling)
+            ]
+        );
+        assert!(d.passing);
+        let d = check_failure(ConditionType::BotInService, &server_error());
+        assert_eq!(d.verdicts.len(), 1);
+    }
+
+    fn target(kind: TargetKind, delivered: bool, code: Option<&str>) -> TargetResult {
+        TargetResult {
+            kind,
+            target: "t".into(),
+            delivered,
+            code: code.map(str::to_string),
+            description: (!delivered).then(|| "no".to_string()),
+        }
+    }
+
+    fn sent(result: DeliveryResult, targets: Vec<TargetResult>) -> TestNotificationStatus {
+        TestNotificationStatus {
+            id: "t1".into(),
+            sent_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            result,
+            targets,
+        }
+    }
+
+    #[test]
+    fn test_results_as_conditions() {
+        let spec = notifier(json!({})).spec;
+        let user_ok = || target(TargetKind::User, true, None);
+        let cases = [
+            (None, ConditionStatus::Unknown, Reason::NotRequested),
+            (
+                Some(sent(DeliveryResult::Delivered, vec![user_ok()])),
+                ConditionStatus::True,
+                Reason::TestNotificationDelivered,
+            ),
+            (
+                Some(sent(DeliveryResult::Sending, vec![])),
+                ConditionStatus::Unknown,
+                Reason::TestNotificationFailed,
+            ),
+            (
+                Some(sent(
+                    DeliveryResult::PartiallyDelivered,
+                    vec![
+                        target(TargetKind::User, false, Some("NOT_FOUND")),
+                        target(TargetKind::Room, true, None),
+                    ],
+                )),
+                ConditionStatus::False,
+                Reason::DefaultUserNotFound,
+            ),
+            (
+                Some(sent(
+                    DeliveryResult::PartiallyDelivered,
+                    vec![
+                        user_ok(),
+                        target(TargetKind::Room, false, Some("FORBIDDEN")),
+                    ],
+                )),
+                ConditionStatus::False,
+                Reason::TestNotificationFailed,
+            ),
+        ];
+        for (last, status, reason) in cases {
+            let v = test_result(&spec, last.as_ref());
+            assert_eq!(
+                (v.type_, v.status, v.reason),
+                (ConditionType::TestNotified, status, reason)
+            );
+        }
+    }
+
+    fn verdict(type_: ConditionType, status: ConditionStatus) -> Verdict {
+        Verdict::new(
+            type_,
+            status,
+            Reason::Reconciling,
+            format!("{type_} says so"),
+        )
+    }
+
+    #[test]
+    fn ready_summarises_in_order() {
+        use ConditionStatus::{False, True, Unknown};
+        use ConditionType::{Authorized, BotInService, TestNotified};
+        let n = notifier(json!({}));
+        let cases: [(Vec<Verdict>, ConditionStatus, Reason); 6] = [
+            (vec![], Unknown, Reason::Reconciling),
+            (
+                vec![verdict(Authorized, False)],
+                False,
+                Reason::NotAuthorized,
+            ),
+            (
+                vec![verdict(Authorized, Unknown)],
+                Unknown,
+                Reason::Reconciling,
+            ),
+            (
+                vec![verdict(Authorized, True), verdict(BotInService, False)],
+                False,
+                Reason::BotNotInService,
+            ),
+            (
+                vec![
+                    verdict(Authorized, True),
+                    verdict(BotInService, True),
+                    verdict(TestNotified, False),
+                ],
+                False,
+                Reason::TestNotificationFailed,
+            ),
+            (
+                vec![verdict(Authorized, True), verdict(BotInService, True)],
+                True,
+                Reason::NotifierReady,
+            ),
+        ];
+        for (verdicts, status, reason) in cases {
+            let added = summarize(&n, &verdicts, None);
+            let ready = added
+                .iter()
+                .find(|v| v.type_ == ConditionType::Ready)
+                .unwrap_or_else(|| panic!("no Ready for {verdicts:?}"));
+            assert_eq!(
+                (ready.status, ready.reason),
+                (status, reason),
+                "{verdicts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn summarize_fills_what_no_step_reached() {
+        let n = notifier(json!({"testNotification": {"id": "t1"}}));
+        let added = summarize(
+            &n,
+            &[verdict(ConditionType::Authorized, ConditionStatus::False)],
+            None,
+        );
+        let types: Vec<_> = added.iter().map(|v| (v.type_, v.reason)).collect();
+        assert_eq!(
+            types,
+            [
+                (ConditionType::BotInService, Reason::NotAuthorized),
+                (ConditionType::TestNotified, Reason::Reconciling),
+                (ConditionType::Ready, Reason::NotAuthorized),
+            ]
+        );
+        let blocked = &added[2];
+        assert_eq!(blocked.message, "Authorized: Authorized says so");
+        // Suspended: only Ready, whatever else was found.
+        let suspended = notifier(json!({"suspend": true}));
+        let added = summarize(&suspended, &[], None);
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].reason, Reason::Suspended);
+    }
+
+    #[test]
+    fn a_stored_authorized_condition_counts_when_no_step_judged_it() {
+        let mut n = notifier(json!({}));
+        n.status = Some(crate::api::LineWorksNotifierStatus {
+            conditions: vec![Condition {
+                type_: "Authorized".into(),
+                status: "True".into(),
+                reason: "TokenValid".into(),
+                message: "ok".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        let added = summarize(
+            &n,
+            &[verdict(ConditionType::BotInService, ConditionStatus::True)],
+            None,
+        );
+        assert_eq!(added.last().map(|v| v.reason), Some(Reason::NotifierReady));
+    }
+
+    #[test]
+    fn reauthorization_keeps_the_cause_for_the_same_url() {
+        let kept = Condition {
+            type_: "Authorized".into(),
+            status: "False".into(),
+            reason: "ReauthorizationRequired".into(),
+            message: "a refresh never finished: open https://x/a".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        assert_eq!(
+            reauthorization(Some(&kept), "https://x/a").message,
+            kept.message
+        );
+        assert!(
+            reauthorization(Some(&kept), "https://x/b")
+                .message
+                .contains("lapsed (90 days unused)")
+        );
+        assert!(
+            reauthorization(None, "https://x/a")
+                .message
+                .ends_with("https://x/a")
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! long a leaked URL is worth anything, the UID rejects a notifier deleted and recreated under the
 //! same name, and the nonce (also kept in the token Secret and removed on use) makes it single use.
 
+use lineworks_client::unix_seconds;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,7 +115,7 @@ impl StateKey {
 
     /// Issues a state for this notifier, valid for `lifetime`.
     pub fn mint(&self, notifier: &LineWorksNotifier, lifetime: Duration) -> Minted {
-        let now = unix(SystemTime::now());
+        let now = unix_seconds(SystemTime::now());
         let claims = StateClaims {
             aud: AUDIENCE.into(),
             ns: notifier.namespace().unwrap_or_default(),
@@ -189,12 +190,6 @@ pub enum StateRejected {
     AlreadyUsed,
     #[error("the notifier {0} no longer exists (or was recreated)")]
     NotifierGone(String),
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -16,7 +16,7 @@ use super::metrics::ResultLabel;
 use super::reconcile::ReconcileError;
 use super::tokens::{self, Found};
 use crate::api::LineWorksNotifier;
-use lineworks_client::{LineWorksError, TokenKind};
+use lineworks_client::TokenKind;
 
 /// Finalizer on every notifier the controller has seen.
 pub use crate::api::contract::REVOKE_FINALIZER as FINALIZER;
@@ -159,11 +159,9 @@ async fn revoke(
         match lineworks.revoke(&credentials.client, &token, kind).await {
             Ok(()) => revoked += 1,
             Err(e) => {
-                let transient =
-                    e.is_transient() || matches!(e, LineWorksError::DeadlineExceeded { .. });
                 return Ok(Revoked::Failed(Failure {
                     message: e.to_string(),
-                    transient,
+                    transient: e.may_pass(),
                 }));
             }
         }

@@ -1,6 +1,9 @@
-//! The token Secret of a notifier: the only place tokens live. Written only by the controller,
-//! with optimistic concurrency (create, or replace at the resourceVersion that was read), owned by
-//! the notifier and labelled as managed, so the relay can watch just these Secrets.
+//! The token Secret of a notifier: the only place tokens live. Three writers exist: the
+//! reconciling controller (the Lease holder), the OAuth callback of any controller replica, and
+//! the CLI's `authorize --listen` with the caller's kubeconfig. Every write is optimistic (create,
+//! or replace at the resourceVersion that was read), so two writers conflict (409) instead of one
+//! silently overwriting the other. The Secret is owned by the notifier and labelled as managed,
+//! so the relay can watch just these Secrets; the relay only reads it.
 //!
 //! Besides tokens it holds two pieces of userAccount bookkeeping: the pending authorization
 //! `state` (single use: the callback removes it with a compare-and-swap before exchanging the
@@ -17,7 +20,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::LineWorksNotifier;
-use lineworks_client::{ExposeSecret, SecretString, TokenSet};
+use lineworks_client::{ExposeSecret, SecretString, TokenSet, unix_seconds};
 
 use crate::api::contract::token_secret::{
     ACCESS_TOKEN, AUTHORIZATION_STATE, CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT,
@@ -54,7 +57,7 @@ impl RefreshClaim {
     }
 }
 
-/// Tokens as stored, with the Secret's version for the next write.
+/// Tokens as stored, and the fingerprint of the credentials they were obtained with.
 pub struct Stored {
     pub tokens: TokenSet,
     pub fingerprint: String,
@@ -81,12 +84,6 @@ pub enum Found {
 /// at 45 minutes and 24-hour tokens at 18 hours, and the refresh token is used (kept alive) daily.
 pub fn renew_at(tokens: &TokenSet) -> SystemTime {
     tokens.issued_at + tokens.expires_in.mul_f64(0.75)
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 pub async fn read(
@@ -156,8 +153,8 @@ pub async fn write(
     }
     put(TOKEN_TYPE, &tokens.token_type);
     put(SCOPE, &tokens.scope);
-    put(ISSUED_AT, &unix(tokens.issued_at).to_string());
-    put(EXPIRES_AT, &unix(tokens.expires_at()).to_string());
+    put(ISSUED_AT, &unix_seconds(tokens.issued_at).to_string());
+    put(EXPIRES_AT, &unix_seconds(tokens.expires_at()).to_string());
     put(FINGERPRINT, fingerprint);
     // A fresh object: the pending state and the refresh claim go with the old tokens.
     save(secrets, fresh(notifier, data, resource_version))

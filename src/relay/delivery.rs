@@ -119,16 +119,19 @@ pub async fn deliver(
     let lineworks = relay.sender(notifier);
     let bot_id = notifier.spec.bot_id;
     let Some(token) = relay.cache.current_token(notifier).await else {
-        return no_token(
+        return token_failed(
             &plan,
+            "NO_TOKEN",
             "the controller has not stored a token for this notifier yet".into(),
         );
     };
     let mut outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
+    let mut renewed = false;
     if let Err(LineWorksError::Unauthorized { .. }) = &outcome
-        && let Some(renewed) = relay.cache.renewed_token(notifier, &token).await
+        && let Some(token) = relay.cache.renewed_token(notifier, &token).await
     {
-        outcome = send(&lineworks, &renewed, bot_id, &plan, &content).await;
+        renewed = true;
+        outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
     }
     match outcome {
         Ok((result, fallback, targets)) => Answer {
@@ -143,15 +146,21 @@ pub async fn deliver(
                 targets,
             },
         },
-        Err(e) => no_token(
+        Err(e) if renewed => token_failed(
             &plan,
+            "UNAUTHORIZED",
+            format!("LINE WORKS rejected the token, and the renewed one too: {e}"),
+        ),
+        Err(e) => token_failed(
+            &plan,
+            "NO_TOKEN",
             format!("LINE WORKS rejected the token and no renewed one arrived: {e}"),
         ),
     }
 }
 
-/// 502 with the DM target failed for want of a usable token.
-fn no_token(plan: &Plan, why: String) -> Answer {
+/// 502 with the DM target failed for want of a token LINE WORKS accepts.
+fn token_failed(plan: &Plan, code: &str, why: String) -> Answer {
     Answer {
         status: 502,
         result: NotificationResult {
@@ -164,7 +173,7 @@ fn no_token(plan: &Plan, why: String) -> Answer {
                     .clone()
                     .unwrap_or_else(|| plan.default_user.clone()),
                 status: TargetStatus::Failed,
-                code: Some("NO_TOKEN".into()),
+                code: Some(code.into()),
                 description: Some(why),
             }],
         },
