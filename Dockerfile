@@ -9,6 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl \

@@ -14,11 +14,11 @@ demo: k8s-binaries
 ## test: formatting, lints, and every test against a real control plane (README's second command)
 test: lint k8s-binaries helm browser-deps
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" LINEWORKS_HELM="$$(scripts/helm-binary.sh)" \
-		$(CARGO) test --all-targets --locked
+		$(CARGO) test --workspace --all-targets --locked
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ## bench: benchmarks that print figures (medians of alternating rounds, ratios to a baseline)
 bench: k8s-binaries

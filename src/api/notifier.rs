@@ -4,6 +4,9 @@
 //! person can break carries a CEL message that says what to write instead. The console labels in the
 //! docs (Bot ID, チャンネルID, …) are the ones the vendor's manual setup uses, so a person moving from
 //! that manual can find each value.
+//!
+//! Longer than 500 lines because it is the whole schema: the doc comments and CEL rules are the
+//! API's user-facing text, and one file keeps `kubectl explain` and the code that enforces it together.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::{Message, Rule};

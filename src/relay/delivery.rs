@@ -1,4 +1,5 @@
-//! Turning one visitor notification into LINE WORKS messages, following the seed's rules: a DM to
+//! Turning one visitor notification into LINE WORKS messages, following the rules of the vendor's manual
+//! (RECEPTIONIST, LINE WORKS API 2.0 chat settings): a DM to
 //! the host, or to the default user when the host is unset or unknown (`fallback`); a room message
 //! when a room is configured; a route's own targets instead when a route is named.
 
@@ -30,7 +31,7 @@ struct Plan {
 }
 
 /// A host as LINE WORKS knows it: a login ID or a user ID (UUID form) stays as it is; any other
-/// bare value is the part before `@` (the seed's ユーザーID) and gets the notifier's domain.
+/// bare value is the part before `@` (the manual's ユーザーID) and gets the notifier's domain.
 fn login_id(notifier: &LineWorksNotifier, host: &str) -> String {
     if host.contains('@') || is_user_id(host) {
         host.to_string()

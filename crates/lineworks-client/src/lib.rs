@@ -1,5 +1,8 @@
 //! The LINE WORKS API 2.0 client, used by the controller and the relay. It knows nothing of
-//! Kubernetes. Facts it relies on: `shared/lineworks-api.md` (and `docs/` in this repository).
+//! Kubernetes: no Kubernetes crate is among its dependencies (checked by tests/architecture.rs).
+//! The API facts it relies on are LINE WORKS's published API 2.0 reference; where that is
+//! silent (rate-limit window, `Retry-After` units), the choice is stated where it is made.
+//! The relay gets only a [`MessageSender`], which cannot obtain, refresh or revoke tokens.
 
 mod auth;
 mod bot;

@@ -1,4 +1,6 @@
-//! A LINE WORKS API 2.0 emulator, faithful to `shared/lineworks-api.md`, for tests and the demo.
+//! A LINE WORKS API 2.0 emulator, faithful to LINE WORKS's published API 2.0 reference, for tests
+//! and the demo. It depends on no other crate of this workspace (a Cargo fact, checked by
+//! tests/architecture.rs), so a mistake in the client cannot be repeated here.
 //! The real service cannot be reached from the build machines; this is the one stand-in the
 //! project allows. It reads and writes the wire format on its own (no type is shared with the
 //! client), rejects what the service would reject, and can inject faults per API.

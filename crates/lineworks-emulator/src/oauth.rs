@@ -2,6 +2,10 @@
 //! rotation on or off) and revoke, rejecting what LINE WORKS would reject: non-form bodies,
 //! unknown clients, wrong secrets, bad or expired assertions, reused or expired codes, unknown,
 //! expired or rotated-away refresh tokens, scopes the app was not granted.
+//!
+//! Longer than 500 lines because it is one OAuth server: the three grants share client
+//! authentication, scope checks and token minting, and reading them side by side is how the
+//! rejections are kept faithful.
 
 // Handlers return the HTTP answer as the error of their helpers; it is built once per request,
 // on the way out, so its size does not matter.
