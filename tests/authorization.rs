@@ -333,6 +333,61 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
     a.stop().await;
 }
 
+/// A 5xx from the token endpoint after it rotated the refresh token: the refresh is not sent
+/// again with the spent token (that would turn "interrupted" into a plain refusal), and the claim
+/// stays, so the diagnosis names the interrupted refresh.
+#[tokio::test]
+async fn a_refresh_answered_with_a_server_error_is_not_repeated() {
+    for status in [500, 502, 504] {
+        let a = Authorizing::new(
+            &format!("oauth-5xx-{status}"),
+            |w| {
+                w.apps[0].refresh_token_rotation = true;
+                w.apps[0].access_token_lifetime_secs = 4;
+            },
+            Duration::from_secs(600),
+        )
+        .await;
+        a.authorize("front").await;
+        a.env
+            .wait_condition(
+                "front",
+                ConditionType::Ready,
+                ConditionStatus::True,
+                Reason::NotifierReady,
+            )
+            .await;
+        let before = a.env.emu.requests("token");
+        a.env.emu.add_fault(Fault {
+            api: "token".into(),
+            status: Some(status),
+            after_processing: true,
+            times: Some(1),
+            ..Default::default()
+        });
+        let c = a
+            .env
+            .wait_condition_saying(
+                "front",
+                ConditionType::Authorized,
+                ConditionStatus::False,
+                Reason::ReauthorizationRequired,
+                "never finished",
+            )
+            .await;
+        assert!(
+            c.message.contains("Refresh Token Rotation"),
+            "{}",
+            c.message
+        );
+        // The failed refresh, then one more with the (spent) token at the next reconcile: never
+        // a retry inside one call.
+        let sent = a.env.emu.requests("token") - before;
+        assert_eq!(sent, 2, "token requests after the fault (HTTP {status})");
+        a.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_notifier_revokes_its_tokens_and_a_refusal_never_blocks_deletion() {
     let a = Authorizing::new("oauth-revoke", |_| {}, Duration::from_secs(600)).await;

@@ -741,6 +741,70 @@ async fn server_errors_and_dropped_connections_are_retried_only_where_safe() {
     assert_eq!(texts, vec![json!("after 503")]);
 }
 
+/// A server may fail after doing the work. A refresh (rotation ON) or code exchange spends what it
+/// carries, so it is sent at most once; a message send is retried (at least once: LINE WORKS has
+/// no idempotency key), so the user may get it twice.
+#[tokio::test]
+async fn after_a_server_error_refresh_is_not_repeated_and_a_send_is() {
+    let mut w = world();
+    w.apps[0].refresh_token_rotation = true;
+    let emu = emulator(w).await;
+    let client = client(&emu, DEADLINE, None);
+    let tokens = issue(&client).await;
+    let refresh = tokens.refresh_token.clone().expect("refresh token");
+    for status in [500, 502, 504] {
+        let before = emu.requests("token");
+        emu.add_fault(Fault {
+            api: "token".into(),
+            status: Some(status),
+            after_processing: true,
+            times: Some(1),
+            ..Default::default()
+        });
+        let err = client
+            .refresh(&credentials(), &refresh)
+            .await
+            .expect_err("the answer was a server error");
+        assert!(
+            matches!(err, LineWorksError::Server { .. }) && err.maybe_processed(),
+            "{err:?}"
+        );
+        assert_eq!(
+            emu.requests("token") - before,
+            1,
+            "HTTP {status}: sent once"
+        );
+    }
+    assert!(
+        !emu.refresh_token_works(refresh.expose_secret()),
+        "the emulator did rotate it: a repeat would have been refused"
+    );
+
+    emu.add_fault(Fault {
+        api: "send_user_message".into(),
+        status: Some(500),
+        after_processing: true,
+        times: Some(1),
+        ..Default::default()
+    });
+    client
+        .send_to_user(
+            &tokens.access_token,
+            BOT,
+            "hogehoge@testtest",
+            &Content::text("twice"),
+        )
+        .await
+        .expect("retried after the 500");
+    assert_eq!(emu.requests("send_user_message"), 2);
+    let copies = emu
+        .delivered()
+        .iter()
+        .filter(|d| d.content["text"] == json!("twice"))
+        .count();
+    assert_eq!(copies, 2, "at least once: the user got it twice");
+}
+
 #[tokio::test]
 async fn content_over_the_limits_is_refused_before_sending() {
     let emu = emulator(world()).await;

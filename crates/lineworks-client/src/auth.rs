@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::client::{Call, json, path_segment};
+use super::client::{Call, Repeat, json, path_segment};
 use super::credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
     unix_seconds,
@@ -133,7 +133,7 @@ impl LineWorksClient {
         self.token_request(
             Call {
                 api: Api::Token,
-                idempotent: true,
+                repeat: Repeat::Harmless,
             },
             &[
                 ("assertion", assertion.as_str()),
@@ -156,7 +156,7 @@ impl LineWorksClient {
         self.token_request(
             Call {
                 api: Api::Token,
-                idempotent: false,
+                repeat: Repeat::AtMostOnce,
             },
             &[
                 ("grant_type", "authorization_code"),
@@ -178,10 +178,10 @@ impl LineWorksClient {
     ) -> Result<Refreshed, LineWorksError> {
         let mut tokens = self
             .token_request(
-                // Not idempotent: with rotation ON a processed refresh spends the old token.
+                // With rotation ON a processed refresh spends the old token.
                 Call {
                     api: Api::Token,
-                    idempotent: false,
+                    repeat: Repeat::AtMostOnce,
                 },
                 &[
                     ("grant_type", "refresh_token"),
@@ -222,7 +222,7 @@ impl LineWorksClient {
         self.send(
             Call {
                 api: Api::Revoke,
-                idempotent: true,
+                repeat: Repeat::Harmless,
             },
             || self.http.post(&url).form(&form),
         )

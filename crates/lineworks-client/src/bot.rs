@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::client::{Call, json, path_segment};
+use super::client::{Call, Repeat, json, path_segment};
 use super::credentials::{ExposeSecret, SecretString};
 use super::{Api, LineWorksClient, LineWorksError};
 
@@ -152,7 +152,7 @@ impl LineWorksClient {
         self.send(
             Call {
                 api,
-                idempotent: true,
+                repeat: Repeat::Harmless,
             },
             || {
                 let request = self.http.get(url).bearer_auth(token.expose_secret());

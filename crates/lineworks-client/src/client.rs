@@ -123,9 +123,23 @@ pub fn install_crypto_provider() {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Call {
     pub api: Api,
-    /// Whether sending it twice is harmless (reads, JWT grants), so a request that may have been
-    /// processed can still be retried.
-    pub idempotent: bool,
+    pub repeat: Repeat,
+}
+
+/// What sending a request again does, which decides when a failed one may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repeat {
+    /// Reads, JWT grants, revocation: repeating changes nothing, so any transient failure is
+    /// retried.
+    Harmless,
+    /// Message sends: a repeat may deliver twice. LINE WORKS has no idempotency key, and a
+    /// visitor must not go unannounced, so a 5xx is retried (at least once); a request whose
+    /// answer was lost after sending is not (the caller is told it may have been delivered).
+    AtLeastOnce,
+    /// Refresh and code exchange: a processed request spends what it carries (the refresh
+    /// token with rotation ON, the single-use code), so it is never repeated once it may have
+    /// been processed: not after a lost answer, not after a 5xx.
+    AtMostOnce,
 }
 
 impl LineWorksClient {
@@ -202,7 +216,7 @@ impl LineWorksClient {
         let result = attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            .when(|e: &LineWorksError| e.is_retryable(call.idempotent))
+            .when(|e: &LineWorksError| e.is_retryable(call.repeat))
             .adjust(|e: &LineWorksError, planned: Option<Duration>| {
                 // The service's own wait wins over ours; past the deadline we stop.
                 let wait = e

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::client::Repeat;
+
 /// The LINE WORKS APIs this client calls; rate limits are counted per API and per domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Api {
@@ -190,24 +192,26 @@ impl LineWorksError {
         )
     }
 
-    /// Whether the same request may be sent again: transient, and unless the request is
-    /// idempotent, certainly not processed the first time.
-    pub(super) fn is_retryable(&self, idempotent: bool) -> bool {
+    /// Whether the same request may be sent again: transient, and as [`Repeat`] allows for a
+    /// request that may have been processed.
+    pub(super) fn is_retryable(&self, repeat: Repeat) -> bool {
         match self {
             LineWorksError::Timeout {
                 maybe_delivered, ..
             }
             | LineWorksError::Transport {
                 maybe_delivered, ..
-            } => idempotent || !maybe_delivered,
+            } => repeat == Repeat::Harmless || !maybe_delivered,
+            LineWorksError::Server { .. } => repeat != Repeat::AtMostOnce,
             other => other.is_transient(),
         }
     }
 
-    /// Whether the request may have been processed although no answer arrived (a timeout or a
-    /// dropped connection after sending).
+    /// Whether the request may have been processed although it did not succeed: a timeout or a
+    /// dropped connection after sending, or a 5xx (a server may fail after doing the work).
     pub fn maybe_processed(&self) -> bool {
         match self {
+            LineWorksError::Server { .. } => true,
             LineWorksError::Timeout {
                 maybe_delivered, ..
             }

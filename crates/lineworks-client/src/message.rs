@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::client::{Call, path_segment};
+use super::client::{Call, Repeat, path_segment};
 use super::credentials::{ExposeSecret, SecretString};
 use super::{Api, LineWorksClient, LineWorksError};
 
@@ -180,7 +180,7 @@ impl LineWorksClient {
         self.send(
             Call {
                 api,
-                idempotent: false,
+                repeat: Repeat::AtLeastOnce,
             },
             || {
                 self.http

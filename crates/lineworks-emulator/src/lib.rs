@@ -177,6 +177,9 @@ async fn handle(
             return Err(DroppedByFault);
         }
         if let Some(status) = fault.status {
+            if fault.after_processing {
+                let Ok(_) = app.oneshot(request).await;
+            }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let body = fault.body.unwrap_or_else(
                 || json!({"code": status.as_str(), "description": "injected fault"}),

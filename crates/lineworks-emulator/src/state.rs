@@ -85,6 +85,10 @@ pub struct Fault {
     /// the answer: a lost acknowledgement.
     #[serde(default)]
     pub drop_answer: bool,
+    /// With `status`: handle the request first (issue tokens, deliver the message), then answer
+    /// with `status` instead of the real answer: a server that fails after doing the work.
+    #[serde(default)]
+    pub after_processing: bool,
     /// How many requests it applies to; unset = until cleared.
     #[serde(default)]
     pub times: Option<u32>,
