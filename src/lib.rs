@@ -10,6 +10,7 @@ mod oauth_callback;
 pub mod reference;
 pub mod relay;
 pub mod telemetry;
+pub mod templates;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "lineworks-operator";

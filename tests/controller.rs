@@ -586,6 +586,71 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
     controller.stop().await;
 }
 
+/// The test notification goes through the same renderer as visitor notifications, and an id is
+/// sent at most once even when the spec goes back to it (A → B → A, a GitOps revert).
+#[tokio::test]
+async fn a_test_notification_id_is_sent_at_most_once_and_rendered_like_any_message() {
+    let env = Env::new("testonce", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    let templates = json!({"test": {"text": "テスト通知[[（{{company}}）]]です",
+        "i18nTexts": [{"language": "en_US", "text": "Test[[ for {{name}}]]"}]}});
+    env.apply_notifier(
+        "n",
+        json!({"templates": templates, "testNotification": {"id": "a"}}),
+    )
+    .await;
+    env.wait_condition(
+        "n",
+        ConditionType::TestNotified,
+        ConditionStatus::True,
+        Reason::TestNotificationDelivered,
+    )
+    .await;
+    let first = env.emu.delivered();
+    assert_eq!(first.len(), 2, "DM and room");
+    for message in &first {
+        assert_eq!(
+            message.content["text"], "テスト通知です",
+            "rendered, not raw"
+        );
+        assert_eq!(message.content["i18nTexts"][0]["text"], "Test");
+    }
+
+    env.patch_spec("n", json!({"testNotification": {"id": "b"}}))
+        .await;
+    wait_for("test notification b", WAIT, || async {
+        let n = env.emu.delivered().len();
+        if n == 4 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+    env.patch_spec("n", json!({"testNotification": {"id": "a"}}))
+        .await;
+    let c = env
+        .wait_condition(
+            "n",
+            ConditionType::TestNotified,
+            ConditionStatus::Unknown,
+            Reason::NotRequested,
+        )
+        .await;
+    assert!(c.message.contains("sent before"), "{}", c.message);
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    assert_eq!(env.emu.delivered().len(), 4, "a was not sent again");
+    let n = env.notifiers().get("n").await.expect("notifier");
+    assert_eq!(
+        n.status.expect("status").sent_test_notification_ids,
+        ["a", "b"]
+    );
+    controller.stop().await;
+}
+
 #[tokio::test]
 async fn short_lived_tokens_are_renewed_before_expiry_without_a_failed_send() {
     let mut w = world();

@@ -379,7 +379,10 @@ impl std::fmt::Display for Language {
 /// A request for one test notification.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TestNotificationRequest {
-    /// Any new value sends one test notification, e.g. a date or a counter ("2026-11-23-1").
+    /// A value not sent before sends one test notification, e.g. a date or a counter
+    /// ("2026-11-23-1"). Each id is sent at most once: the last 16 sent are remembered in
+    /// status.sentTestNotificationIds, so going back to an earlier id (A → B → A, or a GitOps
+    /// revert) sends nothing.
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$')").message("testNotification.id must be letters, digits, dots, hyphens or underscores, e.g. 2026-11-23-1"))]
     pub id: String,
@@ -426,6 +429,37 @@ pub struct LineWorksNotifierStatus {
     /// Result of the most recent test notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test_notification: Option<TestNotificationStatus>,
+
+    /// The last 16 spec.testNotification.id values sent, oldest first. An id in this list is
+    /// never sent again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub sent_test_notification_ids: Vec<String>,
+}
+
+/// How many sent test notification ids status remembers.
+pub const SENT_TEST_IDS_KEPT: usize = 16;
+
+impl LineWorksNotifierStatus {
+    /// Whether the test notification `id` was sent already (and is still remembered).
+    pub fn test_notification_sent(&self, id: &str) -> bool {
+        self.sent_test_notification_ids.iter().any(|s| s == id)
+            || self
+                .last_test_notification
+                .as_ref()
+                .is_some_and(|t| t.id == id)
+    }
+
+    /// Remembers `id` as sent, forgetting the oldest beyond [`SENT_TEST_IDS_KEPT`].
+    pub fn remember_test_notification(&mut self, id: &str) {
+        self.sent_test_notification_ids.retain(|s| s != id);
+        self.sent_test_notification_ids.push(id.to_string());
+        let excess = self
+            .sent_test_notification_ids
+            .len()
+            .saturating_sub(SENT_TEST_IDS_KEPT);
+        self.sent_test_notification_ids.drain(..excess);
+    }
 }
 
 /// What happened to one test notification.
@@ -657,6 +691,22 @@ mod tests {
                 Some(serde_json::Value::from(kind.to_string()))
             );
         }
+    }
+
+    #[test]
+    fn sent_test_ids_are_remembered_sixteen_deep() {
+        let mut status = LineWorksNotifierStatus::default();
+        for i in 0..20 {
+            status.remember_test_notification(&i.to_string());
+        }
+        status.remember_test_notification("19");
+        assert_eq!(status.sent_test_notification_ids.len(), SENT_TEST_IDS_KEPT);
+        assert!(!status.test_notification_sent("3"), "forgotten");
+        assert!(status.test_notification_sent("4") && status.test_notification_sent("19"));
+        assert_eq!(
+            status.sent_test_notification_ids.last().map(String::as_str),
+            Some("19")
+        );
     }
 
     #[test]

@@ -210,6 +210,17 @@ pub fn test_not_requested() -> Verdict {
     )
 }
 
+pub fn test_already_sent(id: &str) -> Verdict {
+    Verdict::new(
+        ConditionType::TestNotified,
+        ConditionStatus::Unknown,
+        Reason::NotRequested,
+        format!(
+            "test notification {id} was sent before and is not sent again (each id is sent once; the last 16 are remembered in status.sentTestNotificationIds): set a new spec.testNotification.id to send another"
+        ),
+    )
+}
+
 pub fn test_waiting(id: &str) -> Verdict {
     Verdict::new(
         ConditionType::TestNotified,
@@ -267,6 +278,14 @@ pub fn summarize(
         let verdict = match &spec.test_notification {
             None => test_not_requested(),
             Some(r) if last_test.is_some_and(|t| t.id == r.id) => test_result(spec, last_test),
+            Some(r)
+                if notifier
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.test_notification_sent(&r.id)) =>
+            {
+                test_already_sent(&r.id)
+            }
             Some(r) => test_waiting(&r.id),
         };
         added.push(verdict.clone());

@@ -4,14 +4,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use lineworks_client::{Content, I18nText, LineWorksClient, LineWorksError, SecretString};
+use lineworks_client::{LineWorksClient, LineWorksError, SecretString};
 
-use super::diagnosis::{test_not_requested, test_result, test_waiting};
+use super::diagnosis::{test_already_sent, test_not_requested, test_result, test_waiting};
 use super::findings::Findings;
 use super::reconcile::{ReconcileError, kube_err};
 use super::status;
 use crate::api::conditions::ConditionType;
-use crate::api::contract::DEFAULT_TEST_TEXT;
 use crate::api::{
     DeliveryResult, LineWorksNotifier, TargetKind, TargetResult, TestNotificationStatus,
 };
@@ -28,12 +27,16 @@ pub async fn run(
         findings.set(test_not_requested());
         return Ok(());
     };
-    let already = findings
+    let last_is_this = findings
         .status
         .last_test_notification
         .as_ref()
         .is_some_and(|t| t.id == request.id);
-    if !already {
+    if !last_is_this && findings.status.test_notification_sent(&request.id) {
+        findings.set(test_already_sent(&request.id));
+        return Ok(());
+    }
+    if !last_is_this {
         let ready_to_send = findings.is_true(ConditionType::BotInService)
             && findings.is_true(ConditionType::Authorized);
         if !ready_to_send {
@@ -42,6 +45,7 @@ pub async fn run(
         }
         // Record the attempt first: a restart mid-send must not send it again.
         let sent_at = Time(k8s_openapi::jiff::Timestamp::now());
+        findings.status.remember_test_notification(&request.id);
         let mut pending = findings.status.clone();
         pending.last_test_notification = Some(TestNotificationStatus {
             id: request.id.clone(),
@@ -72,34 +76,12 @@ pub async fn run(
     Ok(())
 }
 
-fn content(notifier: &LineWorksNotifier) -> Content {
-    match notifier
-        .spec
-        .templates
-        .as_ref()
-        .and_then(|t| t.test.as_ref())
-    {
-        Some(template) => Content::Text {
-            text: template.text.clone(),
-            i18n_texts: template
-                .i18n_texts
-                .iter()
-                .map(|t| I18nText {
-                    language: t.language.to_string(),
-                    text: t.text.clone(),
-                })
-                .collect(),
-        },
-        None => Content::text(DEFAULT_TEST_TEXT),
-    }
-}
-
 async fn send(
     notifier: &LineWorksNotifier,
     lineworks: &LineWorksClient,
     token: &SecretString,
 ) -> Vec<TargetResult> {
-    let content = content(notifier);
+    let content = crate::templates::test_content(notifier);
     let spec = &notifier.spec;
     let user = spec.default_user_login_id();
     let mut results = vec![target_result(

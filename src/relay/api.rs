@@ -17,6 +17,10 @@ pub struct NotificationRequest {
     /// Unset or unknown → the notifier's default user gets the DM (`fallback: true`).
     #[serde(default)]
     pub host: Option<String>,
+    /// The host's name as the message should show it (`{{hostName}}`, e.g. "山田"); the default
+    /// template leaves its 担当 line out when this is not given.
+    #[serde(default)]
+    pub host_name: Option<String>,
     /// Name of a route of the notifier (a custom button such as `delivery`) instead of a host.
     #[serde(default)]
     pub route: Option<String>,

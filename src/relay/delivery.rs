@@ -8,14 +8,13 @@ use lineworks_client::{Content, LineWorksError, MessageSender, SecretString};
 use super::Relay;
 use super::api::{NotificationRequest, NotificationResult, Outcome, Target, TargetStatus};
 use super::idempotency::Answer;
-use super::templates;
-use crate::api::contract::DEFAULT_TEST_TEXT;
 use crate::api::{LineWorksNotifier, Route};
+use crate::templates;
 
 /// What a caller asked to send.
 pub enum Request {
     /// A visitor notification (`POST …/notifications`).
-    Visitor(NotificationRequest),
+    Visitor(Box<NotificationRequest>),
     /// The console's テスト通知 button (`POST …/test-notification`).
     Test,
 }
@@ -77,16 +76,8 @@ impl Plan {
 
 /// The message a request turns into.
 fn content(notifier: &LineWorksNotifier, request: &Request) -> Content {
-    let spec = &notifier.spec;
     match request {
-        Request::Test => {
-            let empty = NotificationRequest::default();
-            templates::content(
-                spec.templates.as_ref().and_then(|t| t.test.as_ref()),
-                DEFAULT_TEST_TEXT,
-                &fields(&empty),
-            )
-        }
+        Request::Test => templates::test_content(notifier),
         Request::Visitor(r) => templates::visitor_content(notifier, &fields(r), r.text.as_deref()),
     }
 }
@@ -99,6 +90,7 @@ fn fields(request: &NotificationRequest) -> templates::Fields<'_> {
         purpose: &request.visitor.purpose,
         note: &request.visitor.note,
         host: request.host.as_deref().unwrap_or_default(),
+        host_name: request.host_name.as_deref().unwrap_or_default(),
     }
 }
 

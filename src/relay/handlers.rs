@@ -221,7 +221,9 @@ async fn notification(
 ) -> Response {
     let admitted = relay.authenticate(&headers).and_then(|()| {
         let request = match endpoint {
-            Endpoint::Notifications => Request::Visitor(validation::parse(&headers, &body)?),
+            Endpoint::Notifications => {
+                Request::Visitor(Box::new(validation::parse(&headers, &body)?))
+            }
             Endpoint::TestNotification => Request::Test,
         };
         let (notifier, route) = deliverable(&relay, &ns, &name, &request)?;
@@ -232,7 +234,7 @@ async fn notification(
         Err(refusal) => return relay.reject(refusal),
     };
     let visitor = match &request {
-        Request::Visitor(r) => Some(r),
+        Request::Visitor(r) => Some(&**r),
         Request::Test => None,
     };
     let key = validation::idempotency_key(visitor, &headers).map(|k| format!("{ns}/{name}/{k}"));

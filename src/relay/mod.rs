@@ -15,7 +15,6 @@ mod idempotency;
 mod metrics;
 pub mod openapi;
 mod problem;
-pub mod templates;
 mod validation;
 
 use std::net::SocketAddr;

@@ -46,6 +46,10 @@ fn check_limits(request: &NotificationRequest) -> Result<(), Refusal> {
             .as_deref()
             .and_then(|h| too_long("host", h, MAX_HOST_CHARS)),
         request
+            .host_name
+            .as_deref()
+            .and_then(|h| too_long("hostName", h, api::MAX_FIELD_CHARS)),
+        request
             .text
             .as_deref()
             .and_then(|t| too_long("text", t, lineworks_client::MAX_TEXT_CHARS)),

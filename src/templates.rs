@@ -1,0 +1,236 @@
+//! Message text from a notifier's templates, one renderer for the relay's notifications and the
+//! controller's test notification.
+//!
+//! Placeholders are `{{name}}`, `{{company}}`, `{{count}}`, `{{purpose}}`, `{{note}}`, `{{host}}`
+//! (as the caller wrote it: a login ID or the part before `@`) and `{{hostName}}` (the host's
+//! display name, when the caller gives one). A part written `[[…]]` is left out when a placeholder
+//! in it is empty, so a message never shows "（名）" or "担当: " with nothing after it.
+//! Substitution is one pass over the template: a visitor field that itself contains `{{…}}` or
+//! `[[…]]` stays literal text, so input can never pull in other fields or template syntax. Control
+//! characters (other than line breaks), bidi controls and zero-width characters are dropped from
+//! field values, and the result is cut to LINE WORKS's 2,000 characters.
+
+use crate::api::{LineWorksNotifier, MessageTemplate};
+use lineworks_client::{Content, I18nText, MAX_TEXT_CHARS};
+
+/// Japanese default for a visitor notification, as a Japanese reception system words it.
+pub const DEFAULT_VISITOR_TEXT: &str = "【来客】[[{{company}} ]][[{{name}}様]][[（{{count}}名）]]がお見えです。[[\n担当：{{hostName}}]][[\n用件：{{purpose}}]][[\n{{note}}]]";
+
+/// The visitor fields a template may use.
+#[derive(Debug, Default, Clone)]
+pub struct Fields<'a> {
+    pub name: &'a str,
+    pub company: &'a str,
+    pub count: Option<u32>,
+    pub purpose: &'a str,
+    pub note: &'a str,
+    pub host: &'a str,
+    pub host_name: &'a str,
+}
+
+/// Drops control characters (keeping line breaks), bidirectional controls and zero-width
+/// characters, which could make a message read differently from what was sent.
+pub fn clean(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| {
+            *c == '\n'
+                || !(c.is_control()
+                    || matches!(
+                        c,
+                        '\u{061c}'
+                            | '\u{200b}'..='\u{200f}'
+                            | '\u{202a}'..='\u{202e}'
+                            | '\u{2060}'..='\u{2069}'
+                            | '\u{feff}'
+                    ))
+        })
+        .collect()
+}
+
+/// Renders one template text.
+pub fn render(template: &str, fields: &Fields<'_>) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find("[[") {
+        out.push_str(&substitute(&rest[..start], fields).0);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("]]") else {
+            out.push_str(&substitute(&rest[start..], fields).0);
+            rest = "";
+            break;
+        };
+        let (section, complete) = substitute(&after[..end], fields);
+        if complete {
+            out.push_str(&section);
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(&substitute(rest, fields).0);
+    truncate(out.trim_end())
+}
+
+/// Substitutes the placeholders of `text`; also says whether every placeholder had a value.
+fn substitute(text: &str, fields: &Fields<'_>) -> (String, bool) {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut complete = true;
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let value = match after[..end].trim() {
+            "name" => clean(fields.name),
+            "company" => clean(fields.company),
+            "count" => fields.count.map(|c| c.to_string()).unwrap_or_default(),
+            "purpose" => clean(fields.purpose),
+            "note" => clean(fields.note),
+            "host" => clean(fields.host),
+            "hostName" => clean(fields.host_name),
+            // Unknown placeholders stay as written, visible to whoever fixes the template.
+            _ => rest[start..start + 2 + end + 2].to_string(),
+        };
+        complete &= !value.trim().is_empty();
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    (out, complete)
+}
+
+/// Cuts to the message limit, marking the cut.
+fn truncate(text: &str) -> String {
+    if text.chars().count() <= MAX_TEXT_CHARS {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MAX_TEXT_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The visitor notification content: the template (or the Japanese default), with its i18n variants.
+pub fn visitor_content(
+    notifier: &LineWorksNotifier,
+    fields: &Fields<'_>,
+    text_override: Option<&str>,
+) -> Content {
+    if let Some(text) = text_override {
+        return Content::text(truncate(&clean(text)));
+    }
+    let template = notifier
+        .spec
+        .templates
+        .as_ref()
+        .and_then(|t| t.visitor.as_ref());
+    content(template, DEFAULT_VISITOR_TEXT, fields)
+}
+
+/// The test notification content (the console's テスト通知), rendered like any other message.
+pub fn test_content(notifier: &LineWorksNotifier) -> Content {
+    let template = notifier
+        .spec
+        .templates
+        .as_ref()
+        .and_then(|t| t.test.as_ref());
+    content(
+        template,
+        crate::api::contract::DEFAULT_TEST_TEXT,
+        &Fields::default(),
+    )
+}
+
+/// Content from a template with i18n variants, or from `default` when there is none.
+pub fn content(template: Option<&MessageTemplate>, default: &str, fields: &Fields<'_>) -> Content {
+    match template {
+        None => Content::text(render(default, fields)),
+        Some(t) => Content::Text {
+            text: render(&t.text, fields),
+            i18n_texts: t
+                .i18n_texts
+                .iter()
+                .map(|v| I18nText {
+                    language: v.language.to_string(),
+                    text: render(&v.text, fields),
+                })
+                .collect(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields<'a>(name: &'a str) -> Fields<'a> {
+        Fields {
+            name,
+            company: "株式会社サンプル",
+            count: Some(2),
+            purpose: "打ち合わせ",
+            note: "",
+            host: "yamada",
+            host_name: "山田",
+        }
+    }
+
+    #[test]
+    fn japanese_default_renders_every_field() {
+        let text = render(DEFAULT_VISITOR_TEXT, &fields("佐藤"));
+        assert_eq!(
+            text,
+            "【来客】株式会社サンプル 佐藤様（2名）がお見えです。\n担当：山田\n用件：打ち合わせ"
+        );
+    }
+
+    #[test]
+    fn empty_parts_are_left_out() {
+        let only_name = Fields {
+            name: "佐藤",
+            ..Default::default()
+        };
+        assert_eq!(
+            render(DEFAULT_VISITOR_TEXT, &only_name),
+            "【来客】佐藤様がお見えです。"
+        );
+        let no_count = Fields {
+            count: None,
+            purpose: " ",
+            ..fields("佐藤")
+        };
+        assert_eq!(
+            render(DEFAULT_VISITOR_TEXT, &no_count),
+            "【来客】株式会社サンプル 佐藤様がお見えです。\n担当：山田"
+        );
+        // Section syntax inside a field value is literal text.
+        assert_eq!(
+            render("[[{{name}}]]", &fields("[[x]] {{note}}")),
+            "[[x]] {{note}}"
+        );
+        assert_eq!(render("a [[b", &fields("x")), "a [[b");
+    }
+
+    #[test]
+    fn hostile_input_cannot_inject_template_syntax_or_control_characters() {
+        let text = render(
+            "{{name}} / {{company}}",
+            &fields("{{company}}\u{0007}\u{202e}\u{061c}\u{200b}\u{feff}x"),
+        );
+        assert_eq!(text, "{{company}}x / 株式会社サンプル");
+        assert_eq!(
+            render("{{unknown}} {{name", &fields("a")),
+            "{{unknown}} {{name"
+        );
+    }
+
+    #[test]
+    fn long_output_is_cut_to_the_limit() {
+        let long = "あ".repeat(3000);
+        let text = render("{{name}}", &fields(&long));
+        assert_eq!(text.chars().count(), MAX_TEXT_CHARS);
+        assert!(text.ends_with('…'));
+    }
+}
