@@ -175,6 +175,7 @@ async fn dm_only_unknown_hosts_fall_back_and_routes_have_their_own_targets() {
     let spec = json!({"roomId": null, "routes": [
         {"name": "interview", "user": "jinji"},
         {"name": "delivery", "roomId": ROOM},
+        {"name": "retired", "user": "gone"},
     ]});
     let s = Setup::new("relay-dm", spec, |_| {}).await;
     let (status, body) = s
@@ -210,6 +211,30 @@ async fn dm_only_unknown_hosts_fall_back_and_routes_have_their_own_targets() {
         (status, body["targets"][0]["id"].as_str()),
         (200, Some("jinji@testtest"))
     );
+    // A custom button whose user LINE WORKS does not know falls back like a host (the manual:
+    // unset or wrong user IDs in a custom button's settings reach the default user).
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "route": "retired"}))
+        .await;
+    assert_eq!(
+        (status, body["fallback"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            body["targets"][0]["status"].as_str(),
+            body["targets"][0]["id"].as_str()
+        ),
+        (Some("skipped"), Some("gone@testtest"))
+    );
+    assert_eq!(
+        (
+            body["targets"][1]["status"].as_str(),
+            body["targets"][1]["id"].as_str()
+        ),
+        (Some("delivered"), Some("hogehoge@testtest"))
+    );
     let (status, body) = s
         .notify(json!({"visitor": visitor(), "route": "parcel"}))
         .await;
@@ -228,7 +253,7 @@ async fn dm_only_unknown_hosts_fall_back_and_routes_have_their_own_targets() {
         .iter()
         .map(|d| d.kind.clone())
         .collect();
-    assert_eq!(kinds, ["user", "channel", "user"]);
+    assert_eq!(kinds, ["user", "channel", "user", "user"]);
     s.stop().await;
 }
 

@@ -291,6 +291,7 @@ pub struct Route {
     pub name: String,
 
     /// User who gets a DM for this route: the part before "@" of the login ID, like defaultUser.
+    /// A user LINE WORKS does not know gets defaultUser instead, as an unknown host does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = user_has_no_domain(), validation = user_characters())]

@@ -57,7 +57,8 @@ impl Plan {
         match route {
             Some(r) => Plan {
                 host: r.user.as_deref().map(|u| login_id(notifier, u)),
-                fallback_allowed: false,
+                // An unknown user falls back like a host does; a room-only route sends no DM.
+                fallback_allowed: r.user.is_some(),
                 default_user: spec.default_user_login_id(),
                 room: r.room_id.clone(),
             },
