@@ -357,6 +357,11 @@ async fn bot_and_room_mistakes_are_diagnosed_and_fixing_them_recovers() {
         )
         .await;
     assert!(c.message.contains("チャンネルID"), "{}", c.message);
+    assert!(
+        c.message.contains("招待"),
+        "a 404 may also mean the bot was never invited: {}",
+        c.message
+    );
     let ready = env
         .wait_condition(
             "n",
@@ -647,6 +652,169 @@ async fn a_test_notification_id_is_sent_at_most_once_and_rendered_like_any_messa
     assert_eq!(
         n.status.expect("status").sent_test_notification_ids,
         ["a", "b"]
+    );
+    controller.stop().await;
+}
+
+/// Events about notifier `name`, oldest first, as (type, reason, note).
+async fn events(env: &Env, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let mut list: Vec<_> = api
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    list.into_iter()
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Diagnoses stay true as the cause changes: a scope change takes effect, Events carry the real
+/// cause with matching text, NotRequested is no Warning, and a failed test names the user it
+/// was sent to even after spec.defaultUser changed.
+#[tokio::test]
+async fn diagnoses_follow_the_cause_as_it_changes() {
+    let env = Env::new("causes", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("n", json!({})).await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    let warnings: Vec<_> = events(&env, "n")
+        .await
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a healthy start warns of nothing: {warnings:?}"
+    );
+
+    // A scope the app was not granted: asking for it needs a new token, which LINE WORKS refuses.
+    env.patch_spec(
+        "n",
+        json!({"auth": {"mode": "serviceAccount",
+        "credentialsSecretRef": {"name": "app"}, "scopes": ["bot", "bot.read", "user.read"]}}),
+    )
+    .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::ScopeMissing,
+    )
+    .await;
+    env.patch_spec(
+        "n",
+        json!({"auth": {"mode": "serviceAccount",
+        "credentialsSecretRef": {"name": "app"}, "scopes": ["bot", "bot.read"]}}),
+    )
+    .await;
+    env.wait_condition(
+        "n",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+
+    // The cause changes while Ready stays False: the newest Events say so.
+    let mut wrong = good_credentials();
+    wrong["clientSecret"] = json!("not-the-secret");
+    env.apply_secret("app", wrong).await;
+    env.wait_condition(
+        "n",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::InvalidClientCredentials,
+    )
+    .await;
+    let mut other = good_credentials();
+    other["privateKey"] = json!(lineworks::fixture("other-service-account.key"));
+    env.apply_secret("app", other).await;
+    env.wait_condition(
+        "n",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::PrivateKeyInvalid,
+    )
+    .await;
+    let seen = wait_for("a Ready Event naming the private key", WAIT, || async {
+        let all = events(&env, "n").await;
+        let ready = all
+            .iter()
+            .rev()
+            .find(|(_, _, note)| note.starts_with("Ready False"))
+            .cloned();
+        match ready {
+            Some(e) if e.1 == "PrivateKeyInvalid" => Ok(all),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, reason, note)| reason == "NotAuthorized" && note.starts_with("Ready")),
+        "Ready's Events carry the real cause, never the summary reason: {seen:?}"
+    );
+    let latest_private_key = seen
+        .iter()
+        .rev()
+        .find(|(_, reason, _)| reason == "PrivateKeyInvalid")
+        .expect("event");
+    assert!(
+        latest_private_key.2.contains("Service Account"),
+        "{latest_private_key:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|(t, _, _)| t == "Warning")
+            .all(|(_, reason, _)| reason != "NotRequested"),
+        "{seen:?}"
+    );
+
+    // A failed test names the user it went to, not the corrected spec.defaultUser.
+    env.apply_good_secret().await;
+    env.emu.update_world(|w| w.users[0].deleted = true);
+    env.patch_spec("n", json!({"testNotification": {"id": "1"}}))
+        .await;
+    env.wait_condition(
+        "n",
+        ConditionType::TestNotified,
+        ConditionStatus::False,
+        Reason::DefaultUserNotFound,
+    )
+    .await;
+    env.patch_spec("n", json!({"defaultUser": "jinji"})).await;
+    let c = env
+        .wait_condition(
+            "n",
+            ConditionType::TestNotified,
+            ConditionStatus::False,
+            Reason::DefaultUserNotFound,
+        )
+        .await;
+    assert!(
+        c.message.contains("no user hogehoge@testtest") && !c.message.contains("no user jinji"),
+        "{}",
+        c.message
     );
     controller.stop().await;
 }

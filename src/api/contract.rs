@@ -39,6 +39,8 @@ pub mod token_secret {
     pub const EXPIRES_AT: &str = "expiresAt";
     /// SHA-256 prefix of the credentials the tokens were obtained with.
     pub const CREDENTIALS_FINGERPRINT: &str = "credentialsFingerprint";
+    /// The scopes asked for when the tokens were obtained, sorted, space-separated.
+    pub const REQUESTED_SCOPES: &str = "requestedScopes";
     /// userAccount: the `state` of the authorization URL being offered.
     pub const AUTHORIZATION_STATE: &str = "authorizationState";
 }

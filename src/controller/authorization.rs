@@ -172,7 +172,12 @@ impl Authorizer<'_> {
                 refresh_claim,
                 secret,
             } => TokenSecret {
-                usable: stored.filter(|s| s.fingerprint == self.credentials.fingerprint),
+                usable: stored.filter(|s| {
+                    s.obtained_with(
+                        &self.credentials.fingerprint,
+                        &self.notifier.spec.auth.scopes,
+                    )
+                }),
                 pending_state,
                 claim: refresh_claim,
                 secret: Some(secret),

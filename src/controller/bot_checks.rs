@@ -126,10 +126,13 @@ pub async fn check(
         match lineworks.get_channel(token, spec.bot_id, room).await {
             Ok(_) => {}
             Err(LineWorksError::NotFound { .. }) => {
+                // LINE WORKS answers 404 both for a room that does not exist and for one the bot
+                // was never invited to: say both.
                 return Ok(not_in_service(
                     Reason::RoomNotFound,
                     format!(
-                        "LINE WORKS has no talk room {room}: copy the room's チャンネルID (room menu ... > チャンネルID) into spec.roomId, or remove roomId for DM only"
+                        "LINE WORKS shows bot {} no talk room {room}: either the チャンネルID is wrong (copy it from the room menu ... > チャンネルID into spec.roomId, or remove roomId for DM only) or the bot is not a member (open the room > ... > 招待 > Bot > {})",
+                        spec.bot_id, bot.bot_name
                     ),
                 ));
             }

@@ -47,7 +47,7 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
-    pub recorder: Recorder,
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// This process, as named in refresh claims: the pod name plus a per-start suffix, so a
     /// restarted pod does not mistake its predecessor's claim for its own.
@@ -75,18 +75,15 @@ impl Context {
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "lineworks-operator".into(),
-                instance: Some(settings.instance.clone()),
-            },
-        );
+        let reporter = Reporter {
+            controller: "lineworks-operator".into(),
+            instance: Some(settings.instance.clone()),
+        };
         let instance = format!("{}/{:08x}", settings.instance, rand::random::<u32>());
         Ok(Self {
             client,
             settings,
-            recorder,
+            reporter,
             metrics,
             instance,
             state_key,
@@ -95,6 +92,13 @@ impl Context {
             verified: Mutex::default(),
             failures: Mutex::default(),
         })
+    }
+
+    /// An Event recorder. A fresh one each time: kube's recorder folds Events of the same reason
+    /// into one series that keeps the first note, so `kubectl describe` would show a cause that
+    /// has since changed. The operator publishes only on transitions, so nothing floods.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
     /// A LINE WORKS client for this notifier's endpoints and domain budget.

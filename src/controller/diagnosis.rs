@@ -126,7 +126,7 @@ pub fn in_service_message(spec: &LineWorksNotifierSpec) -> String {
 }
 
 /// TestNotified for the last test notification sent.
-pub fn test_result(spec: &LineWorksNotifierSpec, last: Option<&TestNotificationStatus>) -> Verdict {
+pub fn test_result(last: Option<&TestNotificationStatus>) -> Verdict {
     let Some(last) = last else {
         return Verdict::new(
             ConditionType::TestNotified,
@@ -161,9 +161,10 @@ pub fn test_result(spec: &LineWorksNotifierSpec, last: Option<&TestNotificationS
             ),
         ),
         DeliveryResult::PartiallyDelivered | DeliveryResult::Failed => {
-            let user_missing = failed
+            // The user the test was sent to, which may no longer be spec.defaultUser.
+            let missing_user = failed
                 .iter()
-                .any(|t| t.kind == TargetKind::User && t.code.as_deref() == Some("NOT_FOUND"));
+                .find(|t| t.kind == TargetKind::User && t.code.as_deref() == Some("NOT_FOUND"));
             let details = failed
                 .iter()
                 .map(|t| {
@@ -176,14 +177,14 @@ pub fn test_result(spec: &LineWorksNotifierSpec, last: Option<&TestNotificationS
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            if user_missing {
+            if let Some(user) = missing_user {
                 Verdict::new(
                     ConditionType::TestNotified,
                     ConditionStatus::False,
                     Reason::DefaultUserNotFound,
                     format!(
                         "LINE WORKS has no user {}: check LINE WORKS admin screen > Members (deleted?) and spec.defaultUser, then change spec.testNotification.id ({details})",
-                        spec.default_user_login_id()
+                        user.target
                     ),
                 )
             } else {
@@ -242,6 +243,7 @@ pub fn ready_blocked_by(blocker: &Verdict, false_reason: Reason) -> Verdict {
         reason,
         format!("{}: {}", blocker.type_, blocker.message),
     )
+    .caused_by(blocker.reason)
 }
 
 /// The verdicts a reconcile's own verdicts leave open: BotInService and TestNotified when no
@@ -277,7 +279,7 @@ pub fn summarize(
     let test = mine(ConditionType::TestNotified).unwrap_or_else(|| {
         let verdict = match &spec.test_notification {
             None => test_not_requested(),
-            Some(r) if last_test.is_some_and(|t| t.id == r.id) => test_result(spec, last_test),
+            Some(r) if last_test.is_some_and(|t| t.id == r.id) => test_result(last_test),
             Some(r)
                 if notifier
                     .status
@@ -310,7 +312,8 @@ pub fn summarize(
             ConditionStatus::False,
             Reason::TestNotificationFailed,
             format!("TestNotified: {}", test.message),
-        ),
+        )
+        .caused_by(test.reason),
         Some(_) => Verdict::new(
             ConditionType::Ready,
             ConditionStatus::True,
@@ -494,7 +497,6 @@ mod tests {
 
     #[test]
     fn test_results_as_conditions() {
-        let spec = notifier(json!({})).spec;
         let user_ok = || target(TargetKind::User, true, None);
         let cases = [
             (None, ConditionStatus::Unknown, Reason::NotRequested),
@@ -532,7 +534,7 @@ mod tests {
             ),
         ];
         for (last, status, reason) in cases {
-            let v = test_result(&spec, last.as_ref());
+            let v = test_result(last.as_ref());
             assert_eq!(
                 (v.type_, v.status, v.reason),
                 (ConditionType::TestNotified, status, reason)

@@ -95,7 +95,7 @@ pub async fn cleanup(
             secondary: None,
         };
         if let Err(e) = ctx
-            .recorder
+            .recorder()
             .publish(&event, &notifier.object_ref(&()))
             .await
         {

@@ -50,14 +50,20 @@ fn order(type_: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Verdicts whose status or reason differs from the old condition.
+/// Verdicts worth an Event: the status or reason differs from the old condition, or a False
+/// condition now says something else (its cause changed: a client-secret error became a
+/// private-key error), so the newest Event always matches the condition.
 pub fn transitions<'a>(old: &[Condition], verdicts: &'a [Verdict]) -> Vec<&'a Verdict> {
     verdicts
         .iter()
         .filter(|v| {
             old.iter()
                 .find(|c| c.type_ == v.type_.as_str())
-                .is_none_or(|c| c.status != v.status.as_str() || c.reason != v.reason.as_str())
+                .is_none_or(|c| {
+                    c.status != v.status.as_str()
+                        || c.reason != v.reason.as_str()
+                        || (v.status == ConditionStatus::False && c.message != v.message)
+                })
         })
         .collect()
 }
@@ -85,17 +91,19 @@ pub async fn apply(
     Ok(true)
 }
 
-/// One Event per transition: Normal when a condition became True, Warning otherwise.
+/// One Event per transition: Warning when a condition became False (a person must act), Normal
+/// otherwise. Its reason is the real cause (for Ready, that of the condition blocking it) and its
+/// note the condition's own text.
 pub async fn publish(recorder: &Recorder, notifier: &LineWorksNotifier, changed: &[&Verdict]) {
     let reference = notifier.object_ref(&());
     for v in changed {
         let event = Event {
-            type_: if v.status == ConditionStatus::True {
-                EventType::Normal
-            } else {
+            type_: if v.status == ConditionStatus::False {
                 EventType::Warning
+            } else {
+                EventType::Normal
             },
-            reason: v.reason.as_str().into(),
+            reason: v.event_reason().as_str().into(),
             note: Some(format!("{} {}: {}", v.type_, v.status.as_str(), v.message)),
             action: format!("Set{}", v.type_),
             secondary: None,

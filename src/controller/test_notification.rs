@@ -69,10 +69,7 @@ pub async fn run(
             targets,
         });
     }
-    findings.set(test_result(
-        &notifier.spec,
-        findings.status.last_test_notification.as_ref(),
-    ));
+    findings.set(test_result(findings.status.last_test_notification.as_ref()));
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use lineworks_client::{ExposeSecret, SecretString, TokenSet, unix_seconds};
 
 use crate::api::contract::token_secret::{
     ACCESS_TOKEN, AUTHORIZATION_STATE, CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT,
-    ISSUED_AT, REFRESH_TOKEN, SCOPE, TOKEN_TYPE,
+    ISSUED_AT, REFRESH_TOKEN, REQUESTED_SCOPES, SCOPE, TOKEN_TYPE,
 };
 use crate::api::contract::{
     MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION,
@@ -57,10 +57,33 @@ impl RefreshClaim {
     }
 }
 
-/// Tokens as stored, and the fingerprint of the credentials they were obtained with.
+/// Tokens as stored, and what they were obtained with.
 pub struct Stored {
     pub tokens: TokenSet,
+    /// Fingerprint of the credentials.
     pub fingerprint: String,
+    /// The scopes asked for (see [`scope_key`]); absent in Secrets written before it was kept.
+    pub requested_scopes: Option<String>,
+}
+
+impl Stored {
+    /// Whether these tokens were obtained with these credentials for these scopes: otherwise a
+    /// new token is needed (a changed spec.auth.scopes must take effect, not be ignored).
+    pub fn obtained_with(&self, fingerprint: &str, scopes: &[String]) -> bool {
+        self.fingerprint == fingerprint
+            && self
+                .requested_scopes
+                .as_deref()
+                .is_none_or(|s| s == scope_key(scopes))
+    }
+}
+
+/// Scopes in a comparable form: sorted, without duplicates, space-separated.
+pub fn scope_key(scopes: &[String]) -> String {
+    let mut sorted: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.join(" ")
 }
 
 /// What the token Secret holds.
@@ -119,6 +142,7 @@ pub async fn read(
                 expires_in: Duration::from_secs(expires - issued),
             },
             fingerprint: text(FINGERPRINT).unwrap_or_default(),
+            requested_scopes: text(REQUESTED_SCOPES),
         })),
         _ => None,
     };
@@ -156,6 +180,7 @@ pub async fn write(
     put(ISSUED_AT, &unix_seconds(tokens.issued_at).to_string());
     put(EXPIRES_AT, &unix_seconds(tokens.expires_at()).to_string());
     put(FINGERPRINT, fingerprint);
+    put(REQUESTED_SCOPES, &scope_key(&notifier.spec.auth.scopes));
     // A fresh object: the pending state and the refresh claim go with the old tokens.
     save(secrets, fresh(notifier, data, resource_version))
         .await

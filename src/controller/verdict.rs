@@ -10,6 +10,9 @@ pub struct Verdict {
     pub status: ConditionStatus,
     pub reason: Reason,
     pub message: String,
+    /// For a summary (Ready): the reason of the condition that decided it, which its Event
+    /// carries, so `kubectl describe` names the real cause (PrivateKeyInvalid, not NotAuthorized).
+    pub cause: Option<Reason>,
 }
 
 impl Verdict {
@@ -24,7 +27,21 @@ impl Verdict {
             status,
             reason,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The same verdict, decided by a condition whose reason is `cause`.
+    pub fn caused_by(self, cause: Reason) -> Self {
+        Self {
+            cause: Some(cause),
+            ..self
+        }
+    }
+
+    /// The reason its Event carries.
+    pub fn event_reason(&self) -> Reason {
+        self.cause.unwrap_or(self.reason)
     }
 
     pub fn is_true(&self) -> bool {
