@@ -223,5 +223,27 @@ async fn status_and_test_notify_answer_like_the_console() {
     let (ok, _, err) = run(&env, &["status", "missing", "-n", &env.ns]).await;
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
+
+    // Fixed, but the controller is gone: a Ready condition about the old spec proves nothing.
+    env.patch_spec(
+        "front",
+        serde_json::json!({"roomId": support::lineworks::ROOM}),
+    )
+    .await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
     controller.stop().await;
+    env.patch_spec(
+        "front",
+        serde_json::json!({"roomId": support::lineworks::ROOM_WITHOUT_BOT}),
+    )
+    .await;
+    let (ok, _, err) = run(&env, &["status", "front", "-n", &env.ns]).await;
+    assert!(!ok, "a stale Ready is not Ready");
+    assert!(err.contains("has not reconciled generation"), "{err}");
 }

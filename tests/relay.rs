@@ -4,6 +4,7 @@ mod support;
 
 use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lineworks_client::SecretString;
@@ -20,6 +21,8 @@ struct Setup {
     controller: Running,
     relay: RelayHandle,
     http: reqwest::Client,
+    /// Sidecar mode (`/v1/…` serves "front"), else Deployment mode.
+    sidecar: bool,
 }
 
 impl Setup {
@@ -56,6 +59,7 @@ impl Setup {
         options.deadline = Duration::from_secs(3);
         options.request_timeout = Duration::from_secs(2);
         tune(&mut options);
+        let sidecar = options.notifier.is_some();
         let relay = relay::start(env.client.clone(), options)
             .await
             .expect("relay starts");
@@ -64,8 +68,9 @@ impl Setup {
             controller,
             relay,
             http: reqwest::Client::new(),
+            sidecar,
         };
-        setup.wait_relay_ready().await;
+        setup.wait_relay_ready("front").await;
         setup
     }
 
@@ -73,14 +78,19 @@ impl Setup {
         format!("http://{}{path}", self.relay.addr)
     }
 
-    async fn wait_relay_ready(&self) {
+    async fn wait_relay_ready(&self, name: &str) {
+        let path = if self.sidecar && name == "front" {
+            "/v1/notifier".to_string()
+        } else {
+            format!("/v1/notifiers/{}/{name}", self.env.ns)
+        };
         support::wait_for(
             "relay sees the Ready notifier",
             support::operator::WAIT,
             || async {
                 let r = self
                     .http
-                    .get(self.url("/v1/notifier"))
+                    .get(self.url(&path))
                     .bearer_auth(TOKEN)
                     .send()
                     .await
@@ -695,4 +705,121 @@ async fn a_public_address_without_a_token_is_refused() {
     let options = RelayOptions::new("0.0.0.0:0".parse().expect("addr"));
     let err = relay::start(client, options).await.err().expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sidecar_told_to_watch_another_namespace_is_refused() {
+    let plane = support::control_plane_with_crd().await;
+    let client = plane.client().await.expect("client");
+    let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+    options.notifier = Some(("team-a".into(), "front".into()));
+    options.namespace = Some("team-b".into());
+    let err = relay::start(client, options).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("team-b") && err.to_string().contains("team-a"),
+        "{err}"
+    );
+}
+
+/// One notifier waiting for a token holds no send slot: with a single slot, another notifier's
+/// visitor is delivered at once.
+#[tokio::test]
+async fn a_notifier_waiting_for_its_token_does_not_hold_up_another() {
+    let token_wait = Duration::from_secs(8);
+    let s = Setup::new("relay-slots", json!({}), |o| {
+        o.notifier = None;
+        o.concurrency = 1;
+        o.token_wait = token_wait;
+    })
+    .await;
+    s.env
+        .apply_notifier("back", json!({"rateLimitPerMinute": 240}))
+        .await;
+    s.env
+        .wait_condition(
+            "back",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
+        .await;
+    s.wait_relay_ready("back").await;
+    // The relay loses sight of front's token Secret (it watches managed Secrets by label).
+    s.env
+        .secrets()
+        .patch(
+            "front-lineworks-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}}),
+            ),
+        )
+        .await
+        .expect("label removed");
+    let front = format!("/v1/notifiers/{}/front", s.env.ns);
+    support::wait_for(
+        "the relay to miss front's token",
+        support::operator::WAIT,
+        || async {
+            let r = s
+                .http
+                .get(s.url(&front))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: Value = r.json().await.map_err(|e| e.to_string())?;
+            if body["reason"] == "TokenNotSeen" {
+                Ok(())
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await;
+    let accepted = s.relay.metrics.accepted();
+    let waiting = {
+        let http = s.http.clone();
+        let url = s.url(&format!("{front}/notifications"));
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"visitor": visitor()}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let metrics = Arc::clone(&s.relay.metrics);
+    support::wait_for(
+        "front's notification to be admitted",
+        support::operator::WAIT,
+        || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                if metrics.accepted() > accepted {
+                    Ok(())
+                } else {
+                    Err(metrics.accepted().to_string())
+                }
+            }
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = s
+        .post(
+            &format!("/v1/notifiers/{}/back/notifications", s.env.ns),
+            json!({"visitor": visitor()}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < token_wait / 2,
+        "back waited {took:?} behind front's token wait of {token_wait:?}"
+    );
+    let front_status = waiting.await.expect("task").expect("answer");
+    assert_eq!(front_status, 502, "front had no token to send with");
+    s.stop().await;
 }

@@ -108,10 +108,20 @@ pub async fn status(client: kube::Client, at: &NotifierRef) -> Result<(), CliErr
         .ok_or_else(|| CliError::NotFound(at.to_string()))?;
     println!("{at}");
     print_conditions(&n);
-    let ready = n
-        .condition(ConditionType::Ready)
-        .is_some_and(|c| c.is(ConditionStatus::True));
-    if ready {
+    if n.condition(ConditionType::Ready).is_some()
+        && n.current_condition(ConditionType::Ready).is_none()
+    {
+        // The spec changed since the controller last looked: what status says is about the old one.
+        return Err(CliError::Failed(format!(
+            "{at} is not known to be Ready: the controller has not reconciled generation {} yet (status describes generation {})",
+            n.metadata.generation.unwrap_or_default(),
+            n.status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or_default()
+        )));
+    }
+    if n.condition_is(ConditionType::Ready, ConditionStatus::True) {
         Ok(())
     } else {
         Err(CliError::Failed(format!("{at} is not Ready")))

@@ -103,7 +103,6 @@ pub async fn deliver(
     request: &Request,
     route: Option<&Route>,
 ) -> Answer {
-    let _permit = relay.sending.acquire().await;
     let host = match request {
         Request::Visitor(r) => r.host.as_deref(),
         Request::Test => None,
@@ -119,12 +118,18 @@ pub async fn deliver(
             "the controller has not stored a token for this notifier yet".into(),
         );
     };
-    let mut outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
+    // A send slot is held only while sending: waiting for a token (above) or for its renewal
+    // (below) must not keep other notifiers' visitors waiting.
+    let mut outcome = {
+        let _slot = relay.sending.acquire().await;
+        send(&lineworks, &token, bot_id, &plan, &content).await
+    };
     let mut renewed = false;
     if let Err(LineWorksError::Unauthorized { .. }) = &outcome
         && let Some(token) = relay.cache.renewed_token(notifier, &token).await
     {
         renewed = true;
+        let _slot = relay.sending.acquire().await;
         outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
     }
     match outcome {

@@ -95,6 +95,13 @@ pub enum RelayError {
         "refusing to serve without a bearer token on {0}: only a loopback address (sidecar) may run without one"
     )]
     NoTokenOnPublicAddress(SocketAddr),
+    #[error(
+        "--namespace {namespace} differs from the namespace of --notifier {notifier_namespace}/…: a sidecar watches its notifier's namespace; drop --namespace or make them equal"
+    )]
+    NamespaceMismatch {
+        namespace: String,
+        notifier_namespace: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -224,6 +231,15 @@ fn router(relay: Arc<Relay>) -> Router {
 pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle, RelayError> {
     if options.token.is_none() && !options.listen.ip().is_loopback() {
         return Err(RelayError::NoTokenOnPublicAddress(options.listen));
+    }
+    if let (Some(namespace), Some((notifier_namespace, _))) =
+        (&options.namespace, &options.notifier)
+        && namespace != notifier_namespace
+    {
+        return Err(RelayError::NamespaceMismatch {
+            namespace: namespace.clone(),
+            notifier_namespace: notifier_namespace.clone(),
+        });
     }
     lineworks_client::install_crypto_provider();
     let scope = cache::Scope {
