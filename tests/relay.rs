@@ -361,6 +361,90 @@ async fn bad_requests_get_problem_details() {
         .await
         .expect("answer");
     assert_eq!(big.status(), 413);
+    assert_eq!(
+        big.headers()["content-type"],
+        "application/problem+json",
+        "every error is problem+json, the body limit's too"
+    );
+    let wrong_method = s
+        .http
+        .get(&path)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    let nowhere = s
+        .http
+        .get(s.url("/v2/nothing"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(nowhere.status(), 404);
+    assert_eq!(
+        nowhere.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Media type and scheme are case-insensitive; an array, an empty text and a non-ASCII key
+    // are refused (each would otherwise be accepted or silently lose the key).
+    let refused = |content_type: &'static str,
+                   auth: String,
+                   body: &'static str,
+                   key: Option<&'static [u8]>| {
+        let mut request = s
+            .http
+            .post(&path)
+            .header("authorization", auth)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(key).expect("header"),
+            );
+        }
+        async move {
+            let r = request.send().await.expect("answer");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = refused("Application/JSON", format!("bearer {TOKEN}"), "[]", None).await;
+    assert_eq!(
+        (status, body["title"].as_str()),
+        (400, Some("Malformed notification")),
+        "{body}"
+    );
+    let (status, _) = refused("application/jsonx", format!("Bearer {TOKEN}"), "{}", None).await;
+    assert_eq!(status, 415);
+    let (status, body) = refused(
+        "application/json",
+        format!("Bearer {TOKEN}"),
+        r#"{"text": "\u0007 "}"#,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["title"].as_str()),
+        (400, Some("Empty text")),
+        "{body}"
+    );
+    let (status, body) = refused(
+        "application/json",
+        format!("Bearer {TOKEN}"),
+        r#"{"visitor": {"name": "x"}}"#,
+        Some("来訪-1".as_bytes()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["title"].as_str()),
+        (400, Some("Bad idempotency key")),
+        "{body}"
+    );
     let malformed = s
         .http
         .post(&path)

@@ -5,10 +5,17 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted value of any free-text field, in characters.
 pub const MAX_FIELD_CHARS: usize = 500;
+/// Longest accepted `host`, in characters.
+pub const MAX_HOST_CHARS: usize = 256;
+/// Longest accepted idempotency key, in characters (printable ASCII only).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Most people one notification may announce.
+pub const MAX_VISITOR_COUNT: u32 = 1000;
 
 /// `POST …/notifications`: a visitor has arrived.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("not" = {"required": ["host", "route"]}))]
 pub struct NotificationRequest {
     /// Who arrived.
     #[serde(default)]
@@ -16,20 +23,26 @@ pub struct NotificationRequest {
     /// The host to notify: LINE WORKS user ID, login ID (`user@domain`) or the part before `@`.
     /// Unset or unknown → the notifier's default user gets the DM (`fallback: true`).
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub host: Option<String>,
     /// The host's name as the message should show it (`{{hostName}}`, e.g. "山田"); the default
     /// template leaves its 担当 line out when this is not given.
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub host_name: Option<String>,
     /// Name of a route of the notifier (a custom button such as `delivery`) instead of a host.
     #[serde(default)]
+    #[schemars(length(max = 63))]
     pub route: Option<String>,
-    /// Message text to send instead of the notifier's template.
+    /// Message text to send instead of the notifier's template; it must contain something
+    /// visible.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 2000))]
     pub text: Option<String>,
     /// Retries with the same key within the idempotency window get the first answer and send
     /// nothing again. The `Idempotency-Key` header is equivalent.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[!-~]+$"))]
     pub idempotency_key: Option<String>,
 }
 
@@ -38,16 +51,21 @@ pub struct NotificationRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Visitor {
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub name: String,
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub company: String,
     /// Number of people.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     pub count: Option<u32>,
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub purpose: String,
     /// Free text.
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub note: String,
 }
 

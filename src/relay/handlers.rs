@@ -237,7 +237,10 @@ async fn notification(
         Request::Visitor(r) => Some(&**r),
         Request::Test => None,
     };
-    let key = validation::idempotency_key(visitor, &headers).map(|k| format!("{ns}/{name}/{k}"));
+    let key = match validation::idempotency_key(visitor, &headers) {
+        Ok(key) => key.map(|k| format!("{ns}/{name}/{k}")),
+        Err(refusal) => return relay.reject(refusal),
+    };
     let first = match key {
         None => None,
         Some(key) => match relay.idempotency.claim(&key, idempotency::body_hash(&body)) {

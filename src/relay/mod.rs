@@ -136,7 +136,10 @@ impl Relay {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110); the token is not.
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim_start())
             .unwrap_or_default();
         if bool::from(
             presented
@@ -223,7 +226,9 @@ fn router(relay: Arc<Relay>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(relay.options.max_body_bytes))
+        .layer(axum::middleware::map_response(problem::as_problem))
         .with_state(relay)
 }
 

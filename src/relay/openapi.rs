@@ -10,7 +10,7 @@ use super::api::{NotificationRequest, NotificationResult, Problem, Readiness};
 pub const OPENAPI_PATH: &str = "docs/relay-openapi.json";
 
 fn schemas() -> Value {
-    let mut generator = SchemaGenerator::new(SchemaSettings::openapi3().with(|s| {
+    let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12().with(|s| {
         s.definitions_path = "#/components/schemas/".into();
     }));
     let mut all = serde_json::Map::new();
@@ -77,7 +77,7 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
     let mut op = json!({"summary": summary, "responses": responses, "security": [{"bearer": []}]});
     if with_body {
         op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": reference("NotificationRequest")}}});
-        op["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"}}]);
+        op["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}]);
     }
     op
 }

@@ -3,6 +3,9 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// Most of a plain-text error body kept as a problem's detail.
+const MAX_DETAIL_BYTES: usize = 2048;
+
 use super::api::Problem;
 
 /// Why a request was refused before delivery.
@@ -25,6 +28,38 @@ impl Refusal {
     pub fn into_response(self) -> Response {
         problem(self.status, self.title, self.detail)
     }
+}
+
+/// Turns every error answer that is not problem+json yet (axum's own 404, 405, 413 and path
+/// rejections) into one, keeping its status, its text as the detail, and its other headers
+/// (`Allow`, `Retry-After`), so callers can rely on one error format.
+pub async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_DETAIL_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = if text.is_empty() {
+        title.to_string()
+    } else {
+        text
+    };
+    let mut answer = problem(status, title, detail);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 pub fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {

@@ -7,20 +7,25 @@ use super::api::{self, NotificationRequest};
 use super::problem::Refusal;
 use crate::api::{LineWorksNotifier, Route};
 
-/// Longest accepted `host`, in characters.
-const MAX_HOST_CHARS: usize = 256;
-
 /// The request in `body`, if it is a well-formed notification within the limits.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<NotificationRequest, Refusal> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(is_json_media_type);
     if !is_json {
         return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
             "send Content-Type: application/json",
+        ));
+    }
+    // serde reads a struct from a JSON array too; a notification is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed notification",
+            "the body must be a JSON object",
         ));
     }
     let request: NotificationRequest = serde_json::from_slice(body).map_err(|e| {
@@ -44,7 +49,7 @@ fn check_limits(request: &NotificationRequest) -> Result<(), Refusal> {
         request
             .host
             .as_deref()
-            .and_then(|h| too_long("host", h, MAX_HOST_CHARS)),
+            .and_then(|h| too_long("host", h, api::MAX_HOST_CHARS)),
         request
             .host_name
             .as_deref()
@@ -56,6 +61,29 @@ fn check_limits(request: &NotificationRequest) -> Result<(), Refusal> {
     ];
     if let Some(why) = checks.into_iter().flatten().next() {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "Field too long", why));
+    }
+    if let Some(text) = &request.text
+        && crate::templates::clean(text).trim().is_empty()
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Empty text",
+            "text has nothing visible to send: leave it out to use the notifier's template",
+        ));
+    }
+    if request
+        .visitor
+        .count
+        .is_some_and(|c| c == 0 || c > api::MAX_VISITOR_COUNT)
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Bad visitor count",
+            format!(
+                "visitor.count must be between 1 and {}",
+                api::MAX_VISITOR_COUNT
+            ),
+        ));
     }
     if request.host.is_some() && request.route.is_some() {
         return Err(Refusal::new(
@@ -95,18 +123,42 @@ pub fn route(notifier: &LineWorksNotifier, name: Option<&str>) -> Result<Option<
     }
 }
 
+/// `application/json`, with any parameters, in any letter case (RFC 9110 media types).
+fn is_json_media_type(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// The idempotency key of a request: the body's `idempotencyKey`, else the `Idempotency-Key`
-/// header.
+/// header. A key that is not 1–255 printable ASCII characters is refused: ignoring it would
+/// turn a caller's retry into a second delivery.
 pub fn idempotency_key(
     request: Option<&NotificationRequest>,
     headers: &HeaderMap,
-) -> Option<String> {
-    request.and_then(|r| r.idempotency_key.clone()).or_else(|| {
-        headers
+) -> Result<Option<String>, Refusal> {
+    let key = match request.and_then(|r| r.idempotency_key.as_deref()) {
+        Some(k) => Some(k.as_bytes().to_vec()),
+        None => headers
             .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    })
+            .map(|v| v.as_bytes().to_vec()),
+    };
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let printable = key.iter().all(|b| (b'!'..=b'~').contains(b));
+    if key.is_empty() || key.len() > api::MAX_IDEMPOTENCY_KEY_CHARS || !printable {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Bad idempotency key",
+            format!(
+                "an idempotency key is 1 to {} printable ASCII characters (no spaces)",
+                api::MAX_IDEMPOTENCY_KEY_CHARS
+            ),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(&key).into_owned()))
 }
 
 #[cfg(test)]
@@ -125,7 +177,8 @@ mod tests {
     #[test]
     fn refusals_name_the_problem() {
         let long = "x".repeat(api::MAX_FIELD_CHARS + 1);
-        let cases: [(HeaderMap, String, StatusCode, &str); 5] = [
+        let json = json_headers;
+        let cases: [(HeaderMap, String, StatusCode, &str); 8] = [
             (
                 HeaderMap::new(),
                 "{}".into(),
@@ -133,58 +186,95 @@ mod tests {
                 "Unsupported media type",
             ),
             (
-                json_headers(),
+                json(),
                 "{".into(),
                 StatusCode::BAD_REQUEST,
                 "Malformed notification",
             ),
             (
-                json_headers(),
+                json(),
                 r#"{"visitor": {"nmae": "x"}}"#.into(),
                 StatusCode::BAD_REQUEST,
                 "Malformed notification",
             ),
             (
-                json_headers(),
+                json(),
                 format!(r#"{{"visitor": {{"name": "{long}"}}}}"#),
                 StatusCode::BAD_REQUEST,
                 "Field too long",
             ),
             (
-                json_headers(),
+                json(),
                 r#"{"host": "a", "route": "b"}"#.into(),
                 StatusCode::BAD_REQUEST,
                 "Ambiguous target",
+            ),
+            (
+                json(),
+                "[]".into(),
+                StatusCode::BAD_REQUEST,
+                "Malformed notification",
+            ),
+            (
+                json(),
+                r#"{"text": " \u0007\u200b "}"#.into(),
+                StatusCode::BAD_REQUEST,
+                "Empty text",
+            ),
+            (
+                json(),
+                r#"{"visitor": {"count": 0}}"#.into(),
+                StatusCode::BAD_REQUEST,
+                "Bad visitor count",
             ),
         ];
         for (headers, body, status, title) in cases {
             let refusal = parse(&headers, body.as_bytes()).expect_err(&body);
             assert_eq!((refusal.status, refusal.title), (status, title), "{body}");
         }
-        let ok = parse(
-            &json_headers(),
-            br#"{"visitor": {"name": "x"}, "host": "h"}"#,
-        )
-        .unwrap_or_else(|r| panic!("{r:?}"));
+        let ok = parse(&json(), br#"{"visitor": {"name": "x"}, "host": "h"}"#)
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(ok.host.as_deref(), Some("h"));
+        for media in ["Application/JSON", "application/json; charset=utf-8"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, media.parse().expect("header"));
+            assert!(parse(&h, b"{}").is_ok(), "{media}");
+        }
+        let mut jsonx = HeaderMap::new();
+        jsonx.insert(
+            header::CONTENT_TYPE,
+            "application/jsonx".parse().expect("header"),
+        );
+        assert!(parse(&jsonx, b"{}").is_err(), "not a prefix match");
     }
 
     #[test]
-    fn the_body_key_wins_over_the_header() {
+    fn idempotency_keys_come_from_the_body_or_the_header_and_are_checked() {
         let mut headers = HeaderMap::new();
         headers.insert("idempotency-key", "from-header".parse().expect("header"));
         let request = NotificationRequest {
             idempotency_key: Some("from-body".into()),
             ..Default::default()
         };
-        assert_eq!(
-            idempotency_key(Some(&request), &headers).as_deref(),
-            Some("from-body")
+        let key = |r: Option<&NotificationRequest>, h: &HeaderMap| {
+            idempotency_key(r, h).unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        assert_eq!(key(Some(&request), &headers).as_deref(), Some("from-body"));
+        assert_eq!(key(None, &headers).as_deref(), Some("from-header"));
+        assert_eq!(key(None, &HeaderMap::new()), None);
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            "idempotency-key",
+            axum::http::HeaderValue::from_bytes("訪問-1".as_bytes()).expect("header"),
         );
-        assert_eq!(
-            idempotency_key(None, &headers).as_deref(),
-            Some("from-header")
+        assert!(
+            idempotency_key(None, &bad).is_err(),
+            "non-ASCII is refused, not ignored"
         );
-        assert_eq!(idempotency_key(None, &HeaderMap::new()), None);
+        let long = NotificationRequest {
+            idempotency_key: Some("k".repeat(256)),
+            ..Default::default()
+        };
+        assert!(idempotency_key(Some(&long), &HeaderMap::new()).is_err());
     }
 }
