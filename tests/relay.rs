@@ -907,3 +907,119 @@ async fn a_notifier_waiting_for_its_token_does_not_hold_up_another() {
     assert_eq!(front_status, 502, "front had no token to send with");
     s.stop().await;
 }
+
+/// The token dies while notifications are out: a DM already delivered stays delivered, and the
+/// room messages LINE WORKS refused for the dead token are sent again with the renewed one.
+#[tokio::test]
+async fn a_token_that_dies_mid_notification_is_renewed_for_exactly_the_refused_targets() {
+    let s = Setup::new("relay-midway", json!({}), |_| {}).await;
+    let callers = 6;
+    // Room messages are held 1 s before LINE WORKS looks at them; the token dies meanwhile.
+    s.env.emu.add_fault(Fault {
+        api: "send_channel_message".into(),
+        delay_ms: 1000,
+        times: Some(callers),
+        ..Default::default()
+    });
+    let mut calls = Vec::new();
+    for i in 0..callers {
+        let http = s.http.clone();
+        let url = s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns));
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}))
+                .send()
+                .await
+                .expect("answer");
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }));
+    }
+    support::wait_for("every DM delivered", support::operator::WAIT, || async {
+        let dms = s
+            .env
+            .emu
+            .delivered()
+            .iter()
+            .filter(|d| d.kind == "user")
+            .count();
+        if dms == callers as usize {
+            Ok(())
+        } else {
+            Err(dms.to_string())
+        }
+    })
+    .await;
+    s.env.emu.expire_access_tokens();
+    for call in calls {
+        let (status, body) = call.await.expect("caller");
+        assert_eq!(status, 200, "{body}");
+    }
+    let delivered = s.env.emu.delivered();
+    for i in 0..callers {
+        let name = format!("v{i}");
+        for kind in ["user", "channel"] {
+            let copies = delivered
+                .iter()
+                .filter(|d| {
+                    d.kind == kind
+                        && d.content["text"]
+                            .as_str()
+                            .is_some_and(|t| t.contains(&name))
+                })
+                .count();
+            assert_eq!(copies, 1, "{name} by {kind}: exactly once");
+        }
+    }
+    s.stop().await;
+}
+
+/// A DM whose answer was lost may have been delivered: reported as unknown, never as failed
+/// (a caller retrying a "failed" target would make the host read it twice).
+#[tokio::test]
+async fn a_lost_answer_is_reported_as_maybe_delivered() {
+    let s = Setup::new("relay-lost", json!({}), |_| {}).await;
+    s.env.emu.add_fault(Fault {
+        api: "send_user_message".into(),
+        drop_answer: true,
+        times: Some(1),
+        ..Default::default()
+    });
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (207, Some("partial")),
+        "{body}"
+    );
+    let user = &body["targets"][0];
+    assert_eq!(
+        (user["status"].as_str(), user["code"].as_str()),
+        (Some("unknown"), Some("MAYBE_DELIVERED")),
+        "{body}"
+    );
+    assert!(
+        user["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("twice"),
+        "it says what a retry would do: {body}"
+    );
+    assert_eq!(body["targets"][1]["status"], "delivered");
+    assert_eq!(
+        s.env
+            .emu
+            .delivered()
+            .iter()
+            .filter(|d| d.kind == "user")
+            .count(),
+        1,
+        "the DM did arrive"
+    );
+    s.stop().await;
+}

@@ -96,7 +96,8 @@ pub struct Target {
     pub kind: String,
     /// Login ID, user ID or channel ID.
     pub id: String,
-    /// delivered, failed or skipped.
+    /// delivered, failed, skipped (an unknown host, replaced by the default user) or unknown
+    /// (sent, but the answer was lost: it may have been delivered).
     pub status: TargetStatus,
     /// LINE WORKS error code when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,6 +113,9 @@ pub enum TargetStatus {
     Delivered,
     Failed,
     Skipped,
+    /// The request went out but its answer was lost: LINE WORKS may have delivered it.
+    /// Retrying may deliver it twice.
+    Unknown,
 }
 
 /// RFC 9457 problem details, for every error answer.

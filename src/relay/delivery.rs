@@ -120,45 +120,118 @@ pub async fn deliver(
     };
     // A send slot is held only while sending: waiting for a token (above) or for its renewal
     // (below) must not keep other notifiers' visitors waiting.
-    let mut outcome = {
-        let _slot = relay.sending.acquire().await;
-        send(&lineworks, &token, bot_id, &plan, &content).await
+    let both = Parts {
+        dm: true,
+        room: true,
     };
-    let mut renewed = false;
-    if let Err(LineWorksError::Unauthorized { .. }) = &outcome
-        && let Some(token) = relay.cache.renewed_token(notifier, &token).await
-    {
-        renewed = true;
+    let (mut dm, mut room) = {
         let _slot = relay.sending.acquire().await;
-        outcome = send(&lineworks, &token, bot_id, &plan, &content).await;
+        send(&lineworks, &token, bot_id, &plan, &content, both).await
+    };
+    // The token died while this notification was out (revoked, expired early): renew it and
+    // send again exactly the parts LINE WORKS refused for it, never one already delivered.
+    let refused = Parts {
+        dm: dm.as_ref().is_some_and(Sent::token_refused),
+        room: room.as_ref().is_some_and(Sent::token_refused),
+    };
+    let mut renewal = Renewal::NotNeeded;
+    if refused.any() {
+        renewal = Renewal::NoneArrived;
+        if let Some(token) = relay.cache.renewed_token(notifier, &token).await {
+            renewal = Renewal::Renewed;
+            let _slot = relay.sending.acquire().await;
+            let (again_dm, again_room) =
+                send(&lineworks, &token, bot_id, &plan, &content, refused).await;
+            if refused.dm {
+                dm = again_dm;
+            }
+            if refused.room {
+                room = again_room;
+            }
+        }
     }
-    match outcome {
-        Ok((result, fallback, targets)) => Answer {
-            status: match result {
-                Outcome::Delivered => 200,
-                Outcome::Partial => 207,
-                Outcome::Failed => 502,
-            },
-            result: NotificationResult {
-                outcome: result,
-                fallback,
-                targets,
-            },
+    let fallback = dm.as_ref().is_some_and(|d| d.fallback);
+    let mut targets: Vec<Target> = [dm, room]
+        .into_iter()
+        .flatten()
+        .flat_map(|part| part.targets)
+        .collect();
+    for t in &mut targets {
+        if t.code.as_deref() == Some(UNAUTHORIZED) {
+            t.description = Some(match renewal {
+                Renewal::Renewed => "LINE WORKS rejected the token, and the renewed one too: the app's authorization was revoked (see the notifier's Authorized condition)".into(),
+                _ => "LINE WORKS rejected the token and the controller stored no renewed one in time".into(),
+            });
+        }
+    }
+    let outcome = outcome(&targets);
+    Answer {
+        status: match outcome {
+            Outcome::Delivered => 200,
+            Outcome::Partial => 207,
+            Outcome::Failed => 502,
         },
-        Err(e) if renewed => token_failed(
-            &plan,
-            "UNAUTHORIZED",
-            format!("LINE WORKS rejected the token, and the renewed one too: {e}"),
-        ),
-        Err(e) => token_failed(
-            &plan,
-            "NO_TOKEN",
-            format!("LINE WORKS rejected the token and no renewed one arrived: {e}"),
-        ),
+        result: NotificationResult {
+            outcome,
+            fallback,
+            targets,
+        },
     }
 }
 
-/// 502 with the DM target failed for want of a token LINE WORKS accepts.
+/// The code a target refused for its token carries.
+const UNAUTHORIZED: &str = "UNAUTHORIZED";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    NotNeeded,
+    NoneArrived,
+    Renewed,
+}
+
+/// Which parts of a notification to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Parts {
+    dm: bool,
+    room: bool,
+}
+
+impl Parts {
+    fn any(self) -> bool {
+        self.dm || self.room
+    }
+}
+
+/// What sending one part gave.
+struct Sent {
+    /// The answer that decides the part (the fallback DM's, when the host was unknown).
+    result: Result<(), LineWorksError>,
+    fallback: bool,
+    targets: Vec<Target>,
+}
+
+impl Sent {
+    fn token_refused(&self) -> bool {
+        matches!(self.result, Err(LineWorksError::Unauthorized { .. }))
+    }
+}
+
+/// delivered: every target that was sent to; failed: none delivered and none possibly
+/// delivered; partial otherwise.
+fn outcome(targets: &[Target]) -> Outcome {
+    let sent: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.status != TargetStatus::Skipped)
+        .collect();
+    let count = |status| sent.iter().filter(|t| t.status == status).count();
+    match (count(TargetStatus::Delivered), count(TargetStatus::Unknown)) {
+        (d, _) if d == sent.len() => Outcome::Delivered,
+        (0, 0) => Outcome::Failed,
+        _ => Outcome::Partial,
+    }
+}
+
+/// 502 with the DM target failed for want of a token.
 fn token_failed(plan: &Plan, code: &str, why: String) -> Answer {
     Answer {
         status: 502,
@@ -180,116 +253,117 @@ fn token_failed(plan: &Plan, code: &str, why: String) -> Answer {
 }
 
 fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target {
-    match outcome {
-        Ok(()) => Target {
-            kind: kind.into(),
-            id: id.into(),
-            status: TargetStatus::Delivered,
-            code: None,
-            description: None,
-        },
-        Err(e) => Target {
-            kind: kind.into(),
-            id: id.into(),
-            status: TargetStatus::Failed,
-            code: Some(e.code().to_string()),
-            description: Some(e.to_string()),
-        },
+    let (status, code, description) = match outcome {
+        Ok(()) => (TargetStatus::Delivered, None, None),
+        // The request went out and its answer was lost: LINE WORKS may have delivered it.
+        Err(e) if e.maybe_processed() => (
+            TargetStatus::Unknown,
+            Some("MAYBE_DELIVERED".to_string()),
+            Some(format!(
+                "LINE WORKS may have delivered it but its answer was lost ({e}); retrying may deliver it twice: ask the recipient, or retry with the same idempotency key"
+            )),
+        ),
+        Err(LineWorksError::Unauthorized { .. }) => {
+            (TargetStatus::Failed, Some(UNAUTHORIZED.to_string()), None)
+        }
+        Err(e) => (
+            TargetStatus::Failed,
+            Some(e.code().to_string()),
+            Some(e.to_string()),
+        ),
+    };
+    Target {
+        kind: kind.into(),
+        id: id.into(),
+        status,
+        code,
+        description,
     }
 }
 
-/// Sends with `token`; `Err` only when LINE WORKS rejected the token itself (the caller renews
-/// and calls again).
+/// Sends the chosen parts with `token`, DM and room at once. A part not in the plan is `None`.
 async fn send(
     lineworks: &MessageSender,
     token: &SecretString,
     bot_id: i64,
     plan: &Plan,
     content: &Content,
-) -> Result<(Outcome, bool, Vec<Target>), LineWorksError> {
+    parts: Parts,
+) -> (Option<Sent>, Option<Sent>) {
     let dm = async {
-        match &plan.host {
-            Some(host) => {
-                let first = lineworks.send_to_user(token, bot_id, host, content).await;
-                match first {
-                    Err(LineWorksError::NotFound { .. }) if plan.fallback_allowed => {
-                        let fallback = lineworks
-                            .send_to_user(token, bot_id, &plan.default_user, content)
-                            .await;
-                        let skipped = Target {
-                            kind: "user".into(),
-                            id: host.clone(),
-                            status: TargetStatus::Skipped,
-                            code: Some("NOT_FOUND".into()),
-                            description: Some(
-                                "unknown user; the default user got the DM instead".into(),
-                            ),
-                        };
-                        let sent = target("user", &plan.default_user, &fallback);
-                        (fallback, true, vec![skipped, sent])
-                    }
-                    other => {
-                        let t = target("user", host, &other);
-                        (other, false, vec![t])
-                    }
-                }
-            }
-            None if plan.fallback_allowed => {
-                let r = lineworks
-                    .send_to_user(token, bot_id, &plan.default_user, content)
-                    .await;
-                let t = target("user", &plan.default_user, &r);
-                (r, true, vec![t])
-            }
-            None => (Ok(()), false, Vec::new()),
+        if parts.dm {
+            send_dm(lineworks, token, bot_id, plan, content).await
+        } else {
+            None
         }
     };
     let room = async {
-        match &plan.room {
-            Some(room) => {
-                let r = lineworks
+        match (&plan.room, parts.room) {
+            (Some(room), true) => {
+                let result = lineworks
                     .send_to_channel(token, bot_id, room, content)
                     .await;
-                let t = target("room", room, &r);
-                (r, vec![t])
+                let targets = vec![target("room", room, &result)];
+                Some(Sent {
+                    result,
+                    fallback: false,
+                    targets,
+                })
             }
-            None => (Ok(()), Vec::new()),
+            _ => None,
         }
     };
-    let ((dm_result, fallback, mut targets), (room_result, room_targets)) = tokio::join!(dm, room);
-    // A dead token fails every target alike: hand it back for a renewal and one more try,
-    // unless something was delivered already (a retry would send that twice).
-    let unauthorized =
-        |r: &Result<(), LineWorksError>| matches!(r, Err(LineWorksError::Unauthorized { .. }));
-    let dm_attempted = plan.host.is_some() || plan.fallback_allowed;
-    let attempted: Vec<&Result<(), LineWorksError>> = [
-        (dm_attempted, &dm_result),
-        (plan.room.is_some(), &room_result),
-    ]
-    .into_iter()
-    .filter_map(|(attempted, r)| attempted.then_some(r))
-    .collect();
-    if !attempted.is_empty()
-        && attempted.iter().all(|r| unauthorized(r))
-        && let Some(Err(e)) = attempted.into_iter().next()
-    {
-        return Err(e.clone());
-    }
-    targets.extend(room_targets);
-    let sent: Vec<&Target> = targets
-        .iter()
-        .filter(|t| t.status != TargetStatus::Skipped)
-        .collect();
-    let delivered = sent
-        .iter()
-        .filter(|t| t.status == TargetStatus::Delivered)
-        .count();
-    let outcome = match delivered {
-        0 => Outcome::Failed,
-        d if d == sent.len() => Outcome::Delivered,
-        _ => Outcome::Partial,
+    tokio::join!(dm, room)
+}
+
+/// The DM: to the host, or to the default user when the host is unset or unknown to LINE WORKS.
+async fn send_dm(
+    lineworks: &MessageSender,
+    token: &SecretString,
+    bot_id: i64,
+    plan: &Plan,
+    content: &Content,
+) -> Option<Sent> {
+    let host = match &plan.host {
+        Some(host) => host,
+        None if plan.fallback_allowed => {
+            let result = lineworks
+                .send_to_user(token, bot_id, &plan.default_user, content)
+                .await;
+            let targets = vec![target("user", &plan.default_user, &result)];
+            return Some(Sent {
+                result,
+                fallback: true,
+                targets,
+            });
+        }
+        None => return None,
     };
-    Ok((outcome, fallback, targets))
+    let first = lineworks.send_to_user(token, bot_id, host, content).await;
+    if !(plan.fallback_allowed && matches!(first, Err(LineWorksError::NotFound { .. }))) {
+        let targets = vec![target("user", host, &first)];
+        return Some(Sent {
+            result: first,
+            fallback: false,
+            targets,
+        });
+    }
+    let result = lineworks
+        .send_to_user(token, bot_id, &plan.default_user, content)
+        .await;
+    let skipped = Target {
+        kind: "user".into(),
+        id: host.clone(),
+        status: TargetStatus::Skipped,
+        code: Some("NOT_FOUND".into()),
+        description: Some("unknown user; the default user got the DM instead".into()),
+    };
+    let targets = vec![skipped, target("user", &plan.default_user, &result)];
+    Some(Sent {
+        result,
+        fallback: true,
+        targets,
+    })
 }
 
 #[cfg(test)]

@@ -150,6 +150,7 @@ impl RelayMetrics {
                 TargetStatus::Delivered => "delivered",
                 TargetStatus::Failed => "failed",
                 TargetStatus::Skipped => "skipped",
+                TargetStatus::Unknown => "unknown",
             };
             self.targets
                 .get_or_create(&TargetLabel {

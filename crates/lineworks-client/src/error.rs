@@ -202,16 +202,19 @@ impl LineWorksError {
             | LineWorksError::Transport {
                 maybe_delivered, ..
             } => repeat == Repeat::Harmless || !maybe_delivered,
-            LineWorksError::Server { .. } => repeat != Repeat::AtMostOnce,
+            LineWorksError::Server { .. } => {
+                repeat != Repeat::AtMostOnce || !self.maybe_processed()
+            }
             other => other.is_transient(),
         }
     }
 
     /// Whether the request may have been processed although it did not succeed: a timeout or a
-    /// dropped connection after sending, or a 5xx (a server may fail after doing the work).
+    /// dropped connection after sending, or a 5xx other than 503 (a server may fail after doing
+    /// the work; 503 says it could not take the request at all).
     pub fn maybe_processed(&self) -> bool {
         match self {
-            LineWorksError::Server { .. } => true,
+            LineWorksError::Server { status, .. } => *status != 503,
             LineWorksError::Timeout {
                 maybe_delivered, ..
             }
