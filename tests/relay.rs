@@ -320,6 +320,44 @@ async fn idempotent_retries_send_once_and_a_reused_key_with_another_body_conflic
         2 + 2,
         "visit-42 once (DM + room), visit-43 once"
     );
+
+    // Per target: the room refuses once; repeating the key sends the room message again and
+    // never the DM that was delivered.
+    s.env.emu.add_fault(Fault {
+        api: "send_channel_message".into(),
+        status: Some(403),
+        body: Some(json!({"code": "FORBIDDEN", "description": "bot is not a member"})),
+        times: Some(1),
+        ..Default::default()
+    });
+    let body = json!({"visitor": {"name": "再送"}, "host": "jinji", "idempotencyKey": "visit-44"});
+    let (status, first) = s.notify(body.clone()).await;
+    assert_eq!(status, 207, "{first}");
+    assert_eq!(first["targets"][1]["status"], "failed");
+    let (status, again) = s.notify(body.clone()).await;
+    assert_eq!(status, 200, "the failed room is retried: {again}");
+    assert_eq!(again["targets"][0]["status"], "delivered");
+    assert_eq!(again["targets"][1]["status"], "delivered");
+    let (status, cached) = s.notify(body).await;
+    assert_eq!((status, &cached), (200, &again), "nothing left to retry");
+    let copies = |kind: &str| {
+        s.env
+            .emu
+            .delivered()
+            .iter()
+            .filter(|d| {
+                d.kind == kind
+                    && d.content["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("再送"))
+            })
+            .count()
+    };
+    assert_eq!(
+        (copies("user"), copies("channel")),
+        (1, 1),
+        "each target once"
+    );
     s.stop().await;
 }
 

@@ -102,6 +102,7 @@ pub async fn deliver(
     notifier: &LineWorksNotifier,
     request: &Request,
     route: Option<&Route>,
+    parts: Parts,
 ) -> Answer {
     let host = match request {
         Request::Visitor(r) => r.host.as_deref(),
@@ -120,13 +121,9 @@ pub async fn deliver(
     };
     // A send slot is held only while sending: waiting for a token (above) or for its renewal
     // (below) must not keep other notifiers' visitors waiting.
-    let both = Parts {
-        dm: true,
-        room: true,
-    };
     let (mut dm, mut room) = {
         let _slot = relay.sending.acquire().await;
-        send(&lineworks, &token, bot_id, &plan, &content, both).await
+        send(&lineworks, &token, bot_id, &plan, &content, parts).await
     };
     // The token died while this notification was out (revoked, expired early): renew it and
     // send again exactly the parts LINE WORKS refused for it, never one already delivered.
@@ -166,11 +163,7 @@ pub async fn deliver(
     }
     let outcome = outcome(&targets);
     Answer {
-        status: match outcome {
-            Outcome::Delivered => 200,
-            Outcome::Partial => 207,
-            Outcome::Failed => 502,
-        },
+        status: status_of(outcome),
         result: NotificationResult {
             outcome,
             fallback,
@@ -191,14 +184,87 @@ enum Renewal {
 
 /// Which parts of a notification to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Parts {
+pub struct Parts {
     dm: bool,
     room: bool,
 }
 
 impl Parts {
+    pub const ALL: Parts = Parts {
+        dm: true,
+        room: true,
+    };
+
     fn any(self) -> bool {
         self.dm || self.room
+    }
+
+    /// The parts an earlier answer to the same request left failed: a repeat sends those again
+    /// and nothing else (never a target delivered, skipped, or possibly delivered). An answer
+    /// that never got to send (no token yet) is sent again whole.
+    pub fn failed_in(previous: &Answer) -> Parts {
+        let targets = &previous.result.targets;
+        if targets
+            .iter()
+            .any(|t| t.code.as_deref() == Some("NO_TOKEN"))
+        {
+            return Parts::ALL;
+        }
+        let failed = |kind: &str| {
+            targets
+                .iter()
+                .any(|t| t.kind == kind && t.status == TargetStatus::Failed)
+        };
+        Parts {
+            dm: failed("user"),
+            room: failed("room"),
+        }
+    }
+}
+
+/// The answer to a repeat: the earlier targets of the parts not sent again, and the new ones.
+pub fn merge(previous: &Answer, parts: Parts, again: Answer) -> Answer {
+    let no_token = |a: &Answer| {
+        a.result
+            .targets
+            .iter()
+            .any(|t| t.code.as_deref() == Some("NO_TOKEN"))
+    };
+    if no_token(previous) {
+        return again;
+    }
+    if no_token(&again) {
+        // Nothing was sent this time: the failed targets stay failed for the next repeat.
+        return previous.clone();
+    }
+    let kept = previous
+        .result
+        .targets
+        .iter()
+        .filter(|t| (t.kind == "user" && !parts.dm) || (t.kind == "room" && !parts.room));
+    let mut targets: Vec<Target> = kept.cloned().collect();
+    targets.extend(again.result.targets);
+    targets.sort_by_key(|t| t.kind != "user");
+    let outcome = outcome(&targets);
+    Answer {
+        status: status_of(outcome),
+        result: NotificationResult {
+            outcome,
+            fallback: if parts.dm {
+                again.result.fallback
+            } else {
+                previous.result.fallback
+            },
+            targets,
+        },
+    }
+}
+
+fn status_of(outcome: Outcome) -> u16 {
+    match outcome {
+        Outcome::Delivered => 200,
+        Outcome::Partial => 207,
+        Outcome::Failed => 502,
     }
 }
 
@@ -368,7 +434,70 @@ async fn send_dm(
 
 #[cfg(test)]
 mod tests {
-    use super::is_user_id;
+    use super::*;
+
+    fn t(kind: &str, status: TargetStatus, code: Option<&str>) -> Target {
+        Target {
+            kind: kind.into(),
+            id: format!("{kind}-id"),
+            status,
+            code: code.map(str::to_string),
+            description: None,
+        }
+    }
+
+    fn answer(targets: Vec<Target>) -> Answer {
+        let outcome = outcome(&targets);
+        Answer {
+            status: status_of(outcome),
+            result: NotificationResult {
+                outcome,
+                fallback: false,
+                targets,
+            },
+        }
+    }
+
+    #[test]
+    fn a_repeat_sends_only_what_failed_and_merges() {
+        use TargetStatus::{Delivered, Failed, Skipped, Unknown};
+        let room_failed = answer(vec![
+            t("user", Delivered, None),
+            t("room", Failed, Some("FORBIDDEN")),
+        ]);
+        let parts = Parts::failed_in(&room_failed);
+        assert_eq!(
+            parts,
+            Parts {
+                dm: false,
+                room: true
+            }
+        );
+        let merged = merge(
+            &room_failed,
+            parts,
+            answer(vec![t("room", Delivered, None)]),
+        );
+        assert_eq!(
+            (merged.status, merged.result.outcome),
+            (200, Outcome::Delivered)
+        );
+        assert_eq!(merged.result.targets.len(), 2);
+        assert_eq!(merged.result.targets[0].kind, "user");
+
+        // Possibly delivered and skipped targets are never sent again.
+        let unsure = answer(vec![
+            t("user", Skipped, Some("NOT_FOUND")),
+            t("user", Unknown, None),
+        ]);
+        assert!(!Parts::failed_in(&unsure).any());
+        // Nothing sent for want of a token: everything, once a token is there.
+        let no_token = answer(vec![t("user", Failed, Some("NO_TOKEN"))]);
+        assert_eq!(Parts::failed_in(&no_token), Parts::ALL);
+        // Still no token on the repeat: the earlier answer stands.
+        let merged = merge(&room_failed, parts, no_token);
+        assert_eq!(merged.status, 207);
+    }
 
     #[test]
     fn user_ids_are_told_from_login_names() {

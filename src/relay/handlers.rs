@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::Relay;
 use super::api::Readiness;
-use super::delivery::{self, Request};
+use super::delivery::{self, Parts, Request};
 use super::idempotency::{self, Answer, Claim};
 use super::problem::{Refusal, problem};
 use super::validation;
@@ -241,6 +241,7 @@ async fn notification(
         Ok(key) => key.map(|k| format!("{ns}/{name}/{k}")),
         Err(refusal) => return relay.reject(refusal),
     };
+    let mut previous = None;
     let first = match key {
         None => None,
         Some(key) => match relay.idempotency.claim(&key, idempotency::body_hash(&body)) {
@@ -254,6 +255,10 @@ async fn notification(
             Claim::Done(answer) => return answer_response(&answer),
             Claim::Repeat(rx) => return first_answer(rx).await,
             Claim::New(tx) => Some((key, tx)),
+            Claim::Retry(answer, tx) => {
+                previous = Some(answer);
+                Some((key, tx))
+            }
         },
     };
     if let Err(refusal) = relay.enqueue() {
@@ -264,7 +269,12 @@ async fn notification(
     }
     let worker = Arc::clone(&relay);
     let job = relay.tasks.spawn(async move {
-        let answer = delivery::deliver(&worker, &notifier, &request, route.as_ref()).await;
+        let parts = previous.as_ref().map_or(Parts::ALL, Parts::failed_in);
+        let mut answer =
+            delivery::deliver(&worker, &notifier, &request, route.as_ref(), parts).await;
+        if let Some(previous) = &previous {
+            answer = delivery::merge(previous, parts, answer);
+        }
         worker.queued.fetch_sub(1, Ordering::SeqCst);
         worker.metrics.finished_with(&answer);
         if let Some((key, tx)) = &first {

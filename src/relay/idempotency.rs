@@ -1,6 +1,8 @@
-//! Idempotency keys: a retried request with the same key and body gets the first answer and sends
-//! nothing again (also while the first is still in flight); the same key with another body is a
-//! conflict. Keys are remembered for a window, per notifier.
+//! Idempotency keys, per target: a retried request with the same key and body sends again only
+//! the targets that failed, and never one that was delivered (or may have been); once nothing
+//! is left to retry it gets the answer as it stands. While the first is still in flight a
+//! repeat waits for its answer. The same key with another body is a conflict. Keys are
+//! remembered for a window, per notifier.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,13 +11,23 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::api::NotificationResult;
+use super::api::{NotificationResult, TargetStatus};
 
 /// The final answer to a notification.
 #[derive(Clone, Debug)]
 pub struct Answer {
     pub status: u16,
     pub result: NotificationResult,
+}
+
+impl Answer {
+    /// Whether a repeat of this request has something to send again.
+    pub fn has_failed_targets(&self) -> bool {
+        self.result
+            .targets
+            .iter()
+            .any(|t| t.status == TargetStatus::Failed)
+    }
 }
 
 enum Entry {
@@ -35,7 +47,11 @@ pub enum Claim {
     New(watch::Sender<Option<Answer>>),
     /// Seen with the same body: this is (or will be) the answer.
     Repeat(watch::Receiver<Option<Answer>>),
+    /// Seen with the same body and answered with nothing left to retry.
     Done(Answer),
+    /// Seen with the same body, and some targets failed: send those again (only those), then
+    /// call [`Store::finish`] with the merged answer.
+    Retry(Answer, watch::Sender<Option<Answer>>),
     /// Seen with a different body.
     Conflict,
 }
@@ -79,10 +95,18 @@ impl Store {
             if slot.body_hash != body_hash {
                 return Claim::Conflict;
             }
-            return match &slot.entry {
-                Entry::InFlight(rx) => Claim::Repeat(rx.clone()),
-                Entry::Done(answer) => Claim::Done(answer.clone()),
+            let answer = match &slot.entry {
+                Entry::InFlight(rx) => return Claim::Repeat(rx.clone()),
+                Entry::Done(answer) if !answer.has_failed_targets() => {
+                    return Claim::Done(answer.clone());
+                }
+                Entry::Done(answer) => answer.clone(),
             };
+            let (tx, rx) = watch::channel(None);
+            if let Some(slot) = slots.get_mut(key) {
+                slot.entry = Entry::InFlight(rx);
+            }
+            return Claim::Retry(answer, tx);
         }
         let (tx, rx) = watch::channel(None);
         slots.insert(
