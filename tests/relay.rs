@@ -1061,3 +1061,113 @@ async fn a_lost_answer_is_reported_as_maybe_delivered() {
     );
     s.stop().await;
 }
+
+/// One broken target does not stop the others: with the bot removed from the room, or after a
+/// failed test notification, the host still gets the DM; the room is reported with its fix, and
+/// status says DMs still go out.
+#[tokio::test]
+async fn a_broken_room_or_a_failed_test_stops_no_visitor() {
+    let s = Setup::new("relay-degraded", json!({}), |_| {}).await;
+    s.env
+        .emu
+        .update_world(|w| w.channels[0].bots.retain(|b| *b != support::lineworks::BOT));
+    // The controller looks again (a spec change stands in for the daily re-check).
+    s.env
+        .patch_spec("front", json!({"testNotification": {"id": "room-gone"}}))
+        .await;
+    s.env
+        .wait_condition(
+            "front",
+            ConditionType::BotInService,
+            ConditionStatus::False,
+            Reason::BotNotInRoom,
+        )
+        .await;
+    let n = s.env.notifiers().get("front").await.expect("notifier");
+    assert_eq!(
+        n.status.as_ref().and_then(|s| s.delivering),
+        Some(lineworks_operator::api::deliverable::Delivering::DirectMessagesOnly)
+    );
+    let table = support::kubectl(s.env.plane, &["get", "lwn", "front", "-n", &s.env.ns]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("DirectMessagesOnly"), "{table}");
+    let body = support::wait_for(
+        "the relay to send the DM despite the room",
+        support::operator::WAIT,
+        || async {
+            let (status, body) = s
+                .notify(json!({"visitor": visitor(), "host": "jinji"}))
+                .await;
+            if status == 207 {
+                Ok(body)
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(body["targets"][0]["status"], "delivered", "{body}");
+    let room = &body["targets"][1];
+    assert_eq!(
+        (room["status"].as_str(), room["code"].as_str()),
+        (Some("failed"), Some("BotNotInRoom")),
+        "{body}"
+    );
+    assert!(
+        room["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("招待"),
+        "the fix: {body}"
+    );
+    assert!(
+        s.env
+            .emu
+            .delivered()
+            .iter()
+            .any(|d| d.kind == "user" && d.resolved == "u-jinji"),
+        "the host got the DM"
+    );
+
+    // Room back (the waiting test notification goes out), then the default user deleted: the
+    // next test notification fails, and visitors still arrive.
+    s.env
+        .emu
+        .update_world(|w| w.channels[0].bots.push(support::lineworks::BOT));
+    s.env
+        .wait_condition(
+            "front",
+            ConditionType::TestNotified,
+            ConditionStatus::True,
+            Reason::TestNotificationDelivered,
+        )
+        .await;
+    s.env.emu.update_world(|w| w.users[0].deleted = true);
+    s.env
+        .patch_spec("front", json!({"testNotification": {"id": "user-gone"}}))
+        .await;
+    s.env
+        .wait_condition(
+            "front",
+            ConditionType::TestNotified,
+            ConditionStatus::False,
+            Reason::DefaultUserNotFound,
+        )
+        .await;
+    s.env
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::TestNotificationFailed,
+        )
+        .await;
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(
+        status, 200,
+        "a failed test notification blocks nothing: {body}"
+    );
+    s.stop().await;
+}

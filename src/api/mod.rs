@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod contract;
+pub mod deliverable;
 pub mod notifier;
 
 pub use notifier::*;

@@ -39,6 +39,7 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: i32 = 60;
     printcolumn = r#"{"name":"Authorized","type":"string","jsonPath":".status.conditions[?(@.type==\"Authorized\")].status"}"#,
     printcolumn = r#"{"name":"InService","type":"string","jsonPath":".status.conditions[?(@.type==\"BotInService\")].status"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Delivering","type":"string","jsonPath":".status.delivering"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Status","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
@@ -430,6 +431,12 @@ pub struct LineWorksNotifierStatus {
     /// Result of the most recent test notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test_notification: Option<TestNotificationStatus>,
+
+    /// What visitor notifications reach now: All, DirectMessagesOnly (the room is broken; the
+    /// relay still sends DMs) or None. Ready can be False while DMs still go out: Ready says a
+    /// person has something to fix, this says what still works meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivering: Option<super::deliverable::Delivering>,
 
     /// The last 16 spec.testNotification.id values sent, oldest first. An id in this list is
     /// never sent again.

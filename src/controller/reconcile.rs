@@ -134,6 +134,9 @@ async fn report(
     findings.status.conditions =
         status::merge(&old, &findings.verdicts, notifier.metadata.generation, &now);
     findings.status.observed_generation = notifier.metadata.generation;
+    let mut judged = notifier.clone();
+    judged.status = Some(findings.status.clone());
+    findings.status.delivering = Some(judged.deliverable().delivering());
     status::apply(notifiers, notifier, &findings.status)
         .await
         .map_err(kube_err("writing status"))?;

@@ -138,4 +138,6 @@ pub struct Readiness {
     /// The Ready condition's reason and message.
     pub reason: String,
     pub message: String,
+    /// What notifications reach now: a notifier that is not Ready may still deliver DMs.
+    pub delivering: crate::api::deliverable::Delivering,
 }

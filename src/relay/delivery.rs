@@ -8,6 +8,7 @@ use lineworks_client::{Content, LineWorksError, MessageSender, SecretString};
 use super::Relay;
 use super::api::{NotificationRequest, NotificationResult, Outcome, Target, TargetStatus};
 use super::idempotency::Answer;
+use crate::api::deliverable::Blocked;
 use crate::api::{LineWorksNotifier, Route};
 use crate::templates;
 
@@ -27,6 +28,8 @@ struct Plan {
     pub fallback_allowed: bool,
     pub default_user: String,
     pub room: Option<String>,
+    /// Why the room is not sent to (the BotInService condition and its fix), if it is not.
+    pub room_blocked: Option<Blocked>,
 }
 
 /// A host as LINE WORKS knows it: a login ID or a user ID (UUID form) stays as it is; any other
@@ -61,6 +64,7 @@ impl Plan {
                 fallback_allowed: r.user.is_some(),
                 default_user: spec.default_user_login_id(),
                 room: r.room_id.clone(),
+                room_blocked: None,
             },
             None => Plan {
                 host: host
@@ -70,6 +74,7 @@ impl Plan {
                 fallback_allowed: true,
                 default_user: spec.default_user_login_id(),
                 room: spec.room().map(str::to_string),
+                room_blocked: None,
             },
         }
     }
@@ -103,12 +108,17 @@ pub async fn deliver(
     request: &Request,
     route: Option<&Route>,
     parts: Parts,
+    room_blocked: Option<Blocked>,
 ) -> Answer {
     let host = match request {
         Request::Visitor(r) => r.host.as_deref(),
         Request::Test => None,
     };
-    let plan = Plan::new(notifier, host, route);
+    let mut plan = Plan::new(notifier, host, route);
+    // The notifier's own room is broken (a route's room is not checked, so it is tried).
+    if route.is_none() {
+        plan.room_blocked = room_blocked;
+    }
     let content = content(notifier, request);
     let lineworks = relay.sender(notifier);
     let bot_id = notifier.spec.bot_id;
@@ -365,6 +375,17 @@ async fn send(
     };
     let room = async {
         match (&plan.room, parts.room) {
+            (Some(room), true) if let Some(b) = &plan.room_blocked => Some(Sent {
+                result: Ok(()),
+                fallback: false,
+                targets: vec![Target {
+                    kind: "room".into(),
+                    id: room.clone(),
+                    status: TargetStatus::Failed,
+                    code: Some(b.reason.clone()),
+                    description: Some(format!("not sent: {}", b.message)),
+                }],
+            }),
             (Some(room), true) => {
                 let result = lineworks
                     .send_to_channel(token, bot_id, room, content)

@@ -19,6 +19,7 @@ use super::idempotency::{self, Answer, Claim};
 use super::problem::{Refusal, problem};
 use super::validation;
 use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
+use crate::api::deliverable::{Blocked, Deliverable, Delivering};
 use crate::api::{LineWorksNotifier, Route};
 
 /// Which notification endpoint was called.
@@ -144,12 +145,18 @@ fn readiness_of(relay: &Relay, headers: &HeaderMap, ns: &str, name: &str) -> Res
             "the relay has not seen the notifier's token Secret yet".into(),
         );
     }
+    let delivering = if relay.cache.token(&notifier).is_some() {
+        notifier.deliverable().delivering()
+    } else {
+        Delivering::None
+    };
     axum::Json(Readiness {
         namespace: ns.into(),
         name: name.into(),
         ready,
         reason,
         message,
+        delivering,
     })
     .into_response()
 }
@@ -180,13 +187,22 @@ fn known_notifier(relay: &Relay, ns: &str, name: &str) -> Result<Arc<LineWorksNo
     })
 }
 
-/// A notifier that can take notifications now, and the route the request names.
+/// Where an admitted notification goes.
+struct Destination {
+    notifier: Arc<LineWorksNotifier>,
+    route: Option<Route>,
+    /// Why the notifier's room cannot be sent to, if it cannot.
+    room_blocked: Option<Blocked>,
+}
+
+/// A notifier that can take notifications now (at least its DMs), and the route the request
+/// names.
 fn deliverable(
     relay: &Relay,
     ns: &str,
     name: &str,
     request: &Request,
-) -> Result<(Arc<LineWorksNotifier>, Option<Route>), Refusal> {
+) -> Result<Destination, Refusal> {
     let notifier = known_notifier(relay, ns, name)?;
     let route_name = match request {
         Request::Visitor(r) => r.route.as_deref(),
@@ -200,15 +216,21 @@ fn deliverable(
             format!("{ns}/{name} has spec.suspend: true"),
         ));
     }
-    let (ready, reason, message) = ready_condition(&notifier);
-    if !ready {
+    // Per target, not Ready as a whole: a broken room or a failed test notification must not
+    // keep a visitor's host from getting the DM.
+    let Deliverable { dm, room } = notifier.deliverable();
+    if let Err(b) = dm {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Notifier not ready",
-            format!("{reason}: {message}"),
+            "Notifier cannot deliver",
+            format!("{}: {}", b.reason, b.message),
         ));
     }
-    Ok((notifier, route))
+    Ok(Destination {
+        notifier,
+        route,
+        room_blocked: room.err(),
+    })
 }
 
 async fn notification(
@@ -226,10 +248,10 @@ async fn notification(
             }
             Endpoint::TestNotification => Request::Test,
         };
-        let (notifier, route) = deliverable(&relay, &ns, &name, &request)?;
-        Ok((request, notifier, route))
+        let destination = deliverable(&relay, &ns, &name, &request)?;
+        Ok((request, destination))
     });
-    let (request, notifier, route) = match admitted {
+    let (request, destination) = match admitted {
         Ok(a) => a,
         Err(refusal) => return relay.reject(refusal),
     };
@@ -267,11 +289,23 @@ async fn notification(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return r;
     }
+    let Destination {
+        notifier,
+        route,
+        room_blocked,
+    } = destination;
     let worker = Arc::clone(&relay);
     let job = relay.tasks.spawn(async move {
         let parts = previous.as_ref().map_or(Parts::ALL, Parts::failed_in);
-        let mut answer =
-            delivery::deliver(&worker, &notifier, &request, route.as_ref(), parts).await;
+        let mut answer = delivery::deliver(
+            &worker,
+            &notifier,
+            &request,
+            route.as_ref(),
+            parts,
+            room_blocked,
+        )
+        .await;
         if let Some(previous) = &previous {
             answer = delivery::merge(previous, parts, answer);
         }
