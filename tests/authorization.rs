@@ -326,10 +326,88 @@ async fn a_refresh_whose_answer_is_lost_is_reported_as_interrupted_not_as_ninety
         c.message
     );
     assert!(
-        c.message.contains(&a.env.emu.auth_base_url()),
+        c.message.contains("status.authorizationURL"),
         "{}",
         c.message
     );
+    a.stop().await;
+}
+
+/// A wrong client secret in userAccount mode shows up when the code is exchanged at the
+/// callback: the condition says so (not "an administrator must authorize" forever), and so does
+/// the page. A member who is not an administrator gets a reason of its own.
+#[tokio::test]
+async fn failed_authorizations_are_diagnosed_by_their_cause() {
+    let a = Authorizing::new("oauth-causes", |_| {}, Duration::from_secs(600)).await;
+    a.env
+        .apply_secret(
+            "app",
+            json!({"clientId": support::lineworks::CLIENT_ID, "clientSecret": "rotated-by-someone"}),
+        )
+        .await;
+    a.apply_user_account_notifier("front").await;
+    let url = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
+    let first = a.env.notifiers().get("front").await.expect("notifier");
+    let message = first
+        .condition(ConditionType::Authorized)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        !message.contains("https://") && message.contains("status.authorizationURL"),
+        "one line; the link is in status: {message}"
+    );
+    let (status, page) = oauth::visit(&oauth::consent(&url).await).await;
+    assert_eq!(status, 502, "{page}");
+    assert!(page.contains("Client Secret"), "{page}");
+    a.env
+        .wait_condition_saying(
+            "front",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::InvalidClientCredentials,
+            "when the code was exchanged",
+        )
+        .await;
+
+    // Fixed credentials: the old failure no longer applies; a member who is not an administrator
+    // signs in next.
+    a.env
+        .apply_secret(
+            "app",
+            json!({"clientId": support::lineworks::CLIENT_ID, "clientSecret": support::lineworks::CLIENT_SECRET}),
+        )
+        .await;
+    let url = a
+        .authorization_url("front", Reason::AuthorizationRequired)
+        .await;
+    let (status, page) = oauth::visit(&oauth::consent_as(&url, "jinji@testtest").await).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("administrator"), "{page}");
+    a.env
+        .wait_condition(
+            "front",
+            ConditionType::Authorized,
+            ConditionStatus::False,
+            Reason::AuthorizationDenied,
+        )
+        .await;
+
+    // An administrator authorizes: Ready.
+    let url = a
+        .authorization_url("front", Reason::AuthorizationDenied)
+        .await;
+    let (status, page) = oauth::visit(&oauth::consent(&url).await).await;
+    assert_eq!(status, 200, "{page}");
+    a.env
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
+        .await;
     a.stop().await;
 }
 

@@ -94,6 +94,7 @@ named_enum! {
         CredentialsKeyMissing,
         InvalidClientCredentials,
         AuthorizationRequired,
+        AuthorizationDenied,
         RefreshTokenExpired,
         ReauthorizationRequired,
         ScopeMissing,

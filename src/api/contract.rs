@@ -41,6 +41,9 @@ pub mod token_secret {
     pub const CREDENTIALS_FINGERPRINT: &str = "credentialsFingerprint";
     /// The scopes asked for when the tokens were obtained, sorted, space-separated.
     pub const REQUESTED_SCOPES: &str = "requestedScopes";
+    /// userAccount: LINE WORKS's OAuth error code when the last authorization failed at the
+    /// callback, and the credentials fingerprint it failed with: `<code> <fingerprint>`.
+    pub const AUTHORIZATION_FAILURE: &str = "authorizationFailure";
     /// userAccount: the `state` of the authorization URL being offered.
     pub const AUTHORIZATION_STATE: &str = "authorizationState";
 }

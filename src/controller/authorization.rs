@@ -65,6 +65,8 @@ struct TokenSecret {
     usable: Option<Box<Stored>>,
     pending_state: Option<String>,
     claim: Option<RefreshClaim>,
+    /// The last authorization failed at the callback with the current credentials.
+    failure: Option<String>,
     secret: Option<Box<Secret>>,
 }
 
@@ -164,14 +166,19 @@ impl Authorizer<'_> {
                 usable: None,
                 pending_state: None,
                 claim: None,
+                failure: None,
                 secret: None,
             },
             Found::Ours {
                 stored,
                 pending_state,
                 refresh_claim,
+                authorization_failure,
                 secret,
             } => TokenSecret {
+                failure: authorization_failure
+                    .filter(|f| f.fingerprint == self.credentials.fingerprint)
+                    .map(|f| f.code),
                 usable: stored.filter(|s| {
                     s.obtained_with(
                         &self.credentials.fingerprint,
@@ -252,15 +259,19 @@ impl Authorizer<'_> {
             let url = self
                 .offer_authorization(stored.secret.as_deref(), stored.pending_state.as_deref())
                 .await?;
-            findings.status.authorization_url = Some(url.clone());
-            findings.set(unauthorized(
-                Reason::AuthorizationRequired,
-                format!(
-                    "a LINE WORKS super or sub administrator must authorize the app once: open {url} (or run `lineworks-operator authorize {}/{}`)",
-                    self.notifier.namespace().unwrap_or_default(),
-                    self.notifier.name_any()
+            findings.status.authorization_url = Some(url);
+            findings.set(match &stored.failure {
+                Some(code) => diagnosis::authorization_failed(&self.notifier.spec, code),
+                None => unauthorized(
+                    Reason::AuthorizationRequired,
+                    format!(
+                        "a LINE WORKS super or sub administrator must authorize the app once: {} (or run `lineworks-operator authorize {}/{} --listen …` for a local callback)",
+                        diagnosis::OPEN_THE_LINK,
+                        self.notifier.namespace().unwrap_or_default(),
+                        self.notifier.name_any()
+                    ),
                 ),
-            ));
+            });
             return Ok(Attempt::Stopped);
         };
         // An administrator has been asked to authorize again: the refresh token was refused,
@@ -269,10 +280,9 @@ impl Authorizer<'_> {
             let url = self
                 .offer_authorization(Some(secret), stored.pending_state.as_deref())
                 .await?;
-            findings.status.authorization_url = Some(url.clone());
+            findings.status.authorization_url = Some(url);
             findings.set(diagnosis::reauthorization(
                 self.notifier.condition(ConditionType::Authorized),
-                &url,
             ));
             return Ok(Attempt::Stopped);
         }
@@ -351,11 +361,12 @@ impl Authorizer<'_> {
         for verdict in &mut verdicts {
             verdict.message = match interrupted {
                 Some(c) => format!(
-                    "a token refresh started by {} at {} never finished (the controller stopped or lost LINE WORKS's answer), and LINE WORKS now refuses the refresh token ({e}): with Refresh Token Rotation ON it had already been replaced. An administrator must authorize again: open {url}",
+                    "a token refresh started by {} at {} never finished (the controller stopped or lost LINE WORKS's answer), and LINE WORKS now refuses the refresh token ({e}): with Refresh Token Rotation ON it had already been replaced. An administrator must authorize again: {}",
                     c.holder,
-                    to_timestamp(c.since)
+                    to_timestamp(c.since),
+                    diagnosis::OPEN_THE_LINK
                 ),
-                None => format!("{}: open {url}", verdict.message),
+                None => format!("{}: {}", verdict.message, diagnosis::OPEN_THE_LINK),
             };
         }
         findings.status.authorization_url = Some(url);

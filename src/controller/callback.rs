@@ -101,14 +101,20 @@ pub async fn callback(State(ctx): State<Arc<Context>>, Query(q): Query<CallbackQ
 }
 
 async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
-    if let Some(denial) = q.denial() {
-        return Err(Refusal::Denied(denial));
-    }
-    let state = q
-        .state
-        .clone()
-        .ok_or_else(|| Refusal::BadRequest("the state parameter is missing".into()))?;
-    let claims = ctx.state_key.verify(&state).map_err(Refusal::State)?;
+    let denial = q.denial();
+    // A refusal from LINE WORKS still names its notifier (by the state), so the notifier's
+    // condition can say why; without a valid state it is only shown to the browser.
+    let refused_here = |other: Refusal| match &denial {
+        Some(d) => Refusal::Denied(d.clone()),
+        None => other,
+    };
+    let state = q.state.clone().ok_or_else(|| {
+        refused_here(Refusal::BadRequest("the state parameter is missing".into()))
+    })?;
+    let claims = ctx
+        .state_key
+        .verify(&state)
+        .map_err(|e| refused_here(Refusal::State(e)))?;
     let key = format!("{}/{}", claims.ns, claims.name);
     let gone = || Refusal::State(StateRejected::NotifierGone(key.clone()));
     let notifiers: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &claims.ns);
@@ -146,6 +152,24 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
             kube::Error::Api(s) if s.code == 409 => used(),
             e => Refusal::Failed(format!("updating the token Secret: {e}")),
         })?;
+    let record = |code: String| {
+        let (secrets, notifier) = (&secrets, &notifier);
+        async move {
+            let fingerprint = match super::credentials::load(secrets, notifier).await {
+                Ok(Ok(c)) => c.fingerprint,
+                _ => String::new(),
+            };
+            if let Err(e) =
+                tokens::record_authorization_failure(secrets, notifier, &code, &fingerprint).await
+            {
+                tracing::warn!(error = %e, "could not record the failed authorization");
+            }
+        }
+    };
+    if let (Some(denial), Some(error)) = (denial, q.error.clone()) {
+        record(error).await;
+        return Err(Refusal::Denied(denial));
+    }
     let code = q
         .code()
         .ok_or_else(|| Refusal::BadRequest("the code parameter is missing".into()))?;
@@ -163,10 +187,25 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
     let issued = lineworks
         .exchange_code(&credentials.client, &code, redirect)
         .await;
-    let issued = ctx
+    let issued = match ctx
         .metrics
         .count_grant(super::metrics::Grant::AuthorizationCode, issued)
-        .map_err(|e| Refusal::Failed(format!("LINE WORKS did not exchange the code: {e}")))?;
+    {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            let hint = if e.code() == "invalid_client" {
+                ": LINE WORKS refused the Client ID or Client Secret of the credentials Secret; copy both again from Developer Console > API 2.0 > (app), then authorize again"
+            } else {
+                ""
+            };
+            if matches!(e, lineworks_client::LineWorksError::TokenRejected { .. }) {
+                record(e.code().to_string()).await;
+            }
+            return Err(Refusal::Failed(format!(
+                "LINE WORKS did not exchange the code ({e}){hint}"
+            )));
+        }
+    };
     super::authorization::store_tokens(
         &secrets,
         &notifier,

@@ -97,18 +97,48 @@ pub fn check_failure(type_: ConditionType, e: &LineWorksError) -> Diagnosis {
     }
 }
 
+/// Where a condition message sends a person to authorize: the link itself (about 450 characters)
+/// lives in status.authorizationURL, so messages stay one line.
+pub const OPEN_THE_LINK: &str =
+    "open the link in status.authorizationURL (`kubectl lineworks authorize` prints it)";
+
 /// ReauthorizationRequired while waiting for an administrator: keeps the cause found when the
-/// refresh token was refused (the stored Authorized condition, if it names this URL).
-pub fn reauthorization(previous: Option<&Condition>, url: &str) -> Verdict {
-    let kept = previous.filter(|c| {
-        c.condition_reason() == Some(Reason::ReauthorizationRequired) && c.message.ends_with(url)
-    });
+/// refresh token was refused (the stored Authorized condition).
+pub fn reauthorization(previous: Option<&Condition>) -> Verdict {
+    let kept = previous.filter(|c| c.condition_reason() == Some(Reason::ReauthorizationRequired));
     match kept {
         Some(c) => unauthorized(Reason::ReauthorizationRequired, c.message.clone()),
         None => unauthorized(
             Reason::ReauthorizationRequired,
             format!(
-                "LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: open {url}"
+                "LINE WORKS refused the refresh token: it lapsed (90 days unused) or the authorizing administrator's password or role changed; an administrator must authorize again: {OPEN_THE_LINK}"
+            ),
+        ),
+    }
+}
+
+/// Authorized=False for an authorization that failed at the callback (recorded in the token
+/// Secret as LINE WORKS's OAuth error code): the person who fixes it learns why, instead of
+/// reading "an administrator must authorize" forever.
+pub fn authorization_failed(spec: &LineWorksNotifierSpec, code: &str) -> Verdict {
+    let secret = &spec.auth.credentials_secret_ref.name;
+    match code {
+        "invalid_client" => unauthorized(
+            Reason::InvalidClientCredentials,
+            format!(
+                "an administrator authorized, but LINE WORKS refused the Client ID or Client Secret in Secret {secret} when the code was exchanged: copy both again from Developer Console > API 2.0 > (app), then {OPEN_THE_LINK}"
+            ),
+        ),
+        "access_denied" | "unauthorized_client" => unauthorized(
+            Reason::AuthorizationDenied,
+            format!(
+                "LINE WORKS did not authorize the app ({code}): the account that signed in is not a super or sub administrator, or it declined; sign in as an administrator: {OPEN_THE_LINK}"
+            ),
+        ),
+        other => unauthorized(
+            Reason::AuthorizationRequired,
+            format!(
+                "the last authorization failed at LINE WORKS ({other}); a super or sub administrator must authorize again: {OPEN_THE_LINK}"
             ),
         ),
     }
@@ -651,28 +681,41 @@ mod tests {
     }
 
     #[test]
-    fn reauthorization_keeps_the_cause_for_the_same_url() {
+    fn reauthorization_keeps_the_cause_and_stays_one_line() {
         let kept = Condition {
             type_: "Authorized".into(),
             status: "False".into(),
             reason: "ReauthorizationRequired".into(),
-            message: "a refresh never finished: open https://x/a".into(),
+            message: "a refresh never finished".into(),
             observed_generation: Some(1),
             last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         };
-        assert_eq!(
-            reauthorization(Some(&kept), "https://x/a").message,
-            kept.message
-        );
+        assert_eq!(reauthorization(Some(&kept)).message, kept.message);
+        let fresh = reauthorization(None).message;
         assert!(
-            reauthorization(Some(&kept), "https://x/b")
-                .message
-                .contains("lapsed (90 days unused)")
+            fresh.contains("lapsed (90 days unused)") && fresh.contains("status.authorizationURL")
         );
-        assert!(
-            reauthorization(None, "https://x/a")
-                .message
-                .ends_with("https://x/a")
-        );
+        assert!(!fresh.contains("https://"), "one line, no URL: {fresh}");
+    }
+
+    #[test]
+    fn failed_authorizations_name_their_cause() {
+        let spec = notifier(json!({})).spec;
+        for (code, reason) in [
+            ("invalid_client", Reason::InvalidClientCredentials),
+            ("access_denied", Reason::AuthorizationDenied),
+            ("server_error", Reason::AuthorizationRequired),
+        ] {
+            let v = authorization_failed(&spec, code);
+            assert_eq!(
+                (v.type_, v.status, v.reason),
+                (ConditionType::Authorized, ConditionStatus::False, reason)
+            );
+            assert!(
+                v.message.contains("status.authorizationURL"),
+                "{}",
+                v.message
+            );
+        }
     }
 }

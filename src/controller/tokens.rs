@@ -23,12 +23,22 @@ use crate::api::LineWorksNotifier;
 use lineworks_client::{ExposeSecret, SecretString, TokenSet, unix_seconds};
 
 use crate::api::contract::token_secret::{
-    ACCESS_TOKEN, AUTHORIZATION_STATE, CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT,
-    ISSUED_AT, REFRESH_TOKEN, REQUESTED_SCOPES, SCOPE, TOKEN_TYPE,
+    ACCESS_TOKEN, AUTHORIZATION_FAILURE, AUTHORIZATION_STATE,
+    CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT, ISSUED_AT, REFRESH_TOKEN, REQUESTED_SCOPES,
+    SCOPE, TOKEN_TYPE,
 };
 use crate::api::contract::{
     MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION,
 };
+
+/// Why the last authorization failed at the callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationFailure {
+    /// LINE WORKS's OAuth error code, e.g. invalid_client or access_denied.
+    pub code: String,
+    /// Fingerprint of the credentials it failed with: once they change, the record is stale.
+    pub fingerprint: String,
+}
 
 /// A refresh some process started and has not finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +106,8 @@ pub enum Found {
         /// The `state` of the authorization URL being offered, if any.
         pending_state: Option<String>,
         refresh_claim: Option<RefreshClaim>,
+        /// The last authorization that failed at the callback, if any since the last tokens.
+        authorization_failure: Option<AuthorizationFailure>,
         /// The Secret as read, for compare-and-swap edits.
         secret: Box<Secret>,
     },
@@ -147,6 +159,13 @@ pub async fn read(
         _ => None,
     };
     let pending_state = text(AUTHORIZATION_STATE);
+    let authorization_failure = text(AUTHORIZATION_FAILURE).map(|v| {
+        let (code, fingerprint) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+        AuthorizationFailure {
+            code: code.to_string(),
+            fingerprint: fingerprint.to_string(),
+        }
+    });
     let refresh_claim = secret
         .annotations()
         .get(REFRESH_CLAIM_ANNOTATION)
@@ -155,6 +174,7 @@ pub async fn read(
         stored,
         pending_state,
         refresh_claim,
+        authorization_failure,
         secret: Box::new(secret),
     })
 }
@@ -217,6 +237,40 @@ pub async fn consume_pending_state(
         data.remove(AUTHORIZATION_STATE);
     }
     save(secrets, secret).await
+}
+
+/// Records why the last authorization failed at the callback: LINE WORKS's OAuth error code
+/// (letters, digits and underscores only, at most 64) and the fingerprint of the credentials it
+/// failed with. The reconcile may be writing a new authorization `state` at the same moment, so a
+/// conflict re-reads and writes again. New tokens remove it.
+pub async fn record_authorization_failure(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+    code: &str,
+    fingerprint: &str,
+) -> Result<(), kube::Error> {
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    let mut last = None;
+    for _ in 0..5 {
+        let Found::Ours { secret, .. } = read(secrets, notifier).await? else {
+            return Ok(());
+        };
+        let mut secret = *secret;
+        secret.data.get_or_insert_default().insert(
+            AUTHORIZATION_FAILURE.into(),
+            ByteString(format!("{code} {fingerprint}").into_bytes()),
+        );
+        match save(secrets, secret).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => last = Some(kube::Error::Api(s)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| kube::Error::Service("the token Secret kept changing".into())))
 }
 
 /// Marks a refresh as in flight at the version read; a 409 means someone else got there first.

@@ -69,7 +69,7 @@ impl Authorizing {
         }})
     }
 
-    /// Waits until status offers an authorization URL whose condition carries it; returns it.
+    /// Waits until status offers an authorization URL with the condition `reason`; returns it.
     pub async fn authorization_url(&self, name: &str, reason: Reason) -> String {
         let api = self.env.notifiers();
         wait_for(&format!("{name} offers an authorization URL"), WAIT, || {
@@ -84,7 +84,7 @@ impl Authorizing {
                 let c = status
                     .condition(ConditionType::Authorized)
                     .ok_or("no Authorized condition")?;
-                if c.condition_reason() == Some(reason) && c.message.contains(&url) {
+                if c.condition_reason() == Some(reason) {
                     Ok(url)
                 } else {
                     Err(format!("{}: {}", c.reason, c.message))
@@ -132,6 +132,11 @@ pub fn http() -> reqwest::Client {
 /// What an administrator does in the browser: opens the URL, logs in, allows. Returns the
 /// callback URL LINE WORKS redirects to (not yet visited).
 pub async fn consent(url: &str) -> String {
+    consent_as(url, ADMIN_LOGIN).await
+}
+
+/// Like [`consent`], signed in as `login` (who may not be an administrator).
+pub async fn consent_as(url: &str, login: &str) -> String {
     let http = http();
     let page = http.get(url).send().await.expect("consent page");
     assert_eq!(page.status(), 200, "consent page for {url}");
@@ -140,7 +145,7 @@ pub async fn consent(url: &str) -> String {
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    form.push(("login_id".into(), ADMIN_LOGIN.into()));
+    form.push(("login_id".into(), login.into()));
     let mut action = parsed.clone();
     action.set_query(None);
     let answer = http

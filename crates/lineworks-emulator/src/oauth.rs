@@ -502,16 +502,28 @@ pub async fn authorize_submit(State(state): State<Shared>, Form(f): Form<Consent
             "unknown login ID",
         );
     };
+    let redirect = q.redirect_uri.unwrap_or_default();
+    let separator = if redirect.contains('?') { '&' } else { '?' };
     if !user.admin || user.deleted {
-        return page(
-            StatusCode::FORBIDDEN,
-            "LINE WORKS: not allowed",
-            "only a super or sub administrator can authorize this app",
-        );
+        // As RFC 6749 4.1.2.1 has it: the refusal goes back to the client's redirect URI. (What
+        // LINE WORKS does for a member who is not an administrator is not documented.)
+        let query = serde_urlencoded::to_string([
+            ("error", "access_denied"),
+            (
+                "error_description",
+                "only a super or sub administrator can authorize this app",
+            ),
+            ("state", q.state.as_deref().unwrap_or_default()),
+        ])
+        .unwrap_or_default();
+        return (
+            StatusCode::FOUND,
+            [(header::LOCATION, format!("{redirect}{separator}{query}"))],
+        )
+            .into_response();
     }
     let code = new_token("code-");
     let code_lifetime = Duration::from_secs(guard.world.authorization_code_lifetime_secs);
-    let redirect = q.redirect_uri.unwrap_or_default();
     guard.codes.insert(
         code.clone(),
         CodeGrant {
@@ -528,7 +540,6 @@ pub async fn authorize_submit(State(state): State<Shared>, Form(f): Form<Consent
         ("state", q.state.as_deref().unwrap_or_default()),
     ])
     .unwrap_or_default();
-    let separator = if redirect.contains('?') { '&' } else { '?' };
     (
         StatusCode::FOUND,
         [(header::LOCATION, format!("{redirect}{separator}{query}"))],
