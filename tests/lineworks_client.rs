@@ -232,7 +232,12 @@ async fn authorization_code_flow_through_the_consent_page_and_single_use_codes()
         .send()
         .await
         .expect("consent");
-    assert_eq!(not_admin.status(), 403, "only administrators may authorize");
+    assert_eq!(not_admin.status(), 302, "refused back to the redirect URI");
+    let refused = not_admin.headers()["location"].to_str().expect("location");
+    assert!(
+        refused.contains("error=access_denied") && !refused.contains("code="),
+        "only administrators may authorize: {refused}"
+    );
     let answer = browser
         .post(format!("{}/authorize", emu.auth_base_url()))
         .form(&[consent.as_slice(), &[("login_id", "admin@testtest")]].concat())
@@ -884,4 +889,31 @@ async fn secrets_never_appear_in_errors_or_debug_output() {
         }
     }
     assert!(outputs[0].contains("REDACTED"));
+}
+
+/// A call the pacing cannot start before the deadline is never sent, and says so: nothing is
+/// blamed on LINE WORKS for a request it never saw.
+#[tokio::test]
+async fn a_call_the_budget_cannot_start_in_time_is_reported_not_sent() {
+    let emu = emulator(world()).await;
+    let client = client(&emu, Duration::from_millis(500), Some(60));
+    let token = token(&emu).await;
+    // 60 per minute: a burst of 6, then one per 1.1 s.
+    for i in 0..6 {
+        client
+            .send_to_channel(&token, BOT, ROOM, &Content::text(format!("m{i}")))
+            .await
+            .expect("within the burst");
+    }
+    let err = client
+        .send_to_channel(&token, BOT, ROOM, &Content::text("m6"))
+        .await
+        .expect_err("no room in the budget within 500 ms");
+    assert!(err.never_sent() && !err.maybe_processed(), "{err:?}");
+    assert!(err.to_string().contains("not sent"), "{err}");
+    assert_eq!(
+        emu.requests("send_channel_message"),
+        6,
+        "LINE WORKS never saw it"
+    );
 }

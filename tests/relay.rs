@@ -721,7 +721,8 @@ async fn shutdown_under_load_loses_nothing() {
     for call in calls {
         if let Ok(Ok(status)) = call.await {
             assert!(
-                [200, 207, 502].contains(&status) || status == 503,
+                // 429: refused at admission (the budget could not serve it in time), not lost.
+                [200, 207, 502, 429].contains(&status) || status == 503,
                 "status {status}"
             );
             answered += 1;
@@ -1169,5 +1170,98 @@ async fn a_broken_room_or_a_failed_test_stops_no_visitor() {
         status, 200,
         "a failed test notification blocks nothing: {body}"
     );
+    s.stop().await;
+}
+
+/// More notifications than the domain's budget can send before the deadline get an honest 429
+/// with Retry-After; the admitted ones are all delivered (none times out queued behind the
+/// budget), LINE WORKS never answers 429, and a refused key can be retried.
+#[tokio::test]
+async fn admission_follows_the_rate_budget_and_a_refused_key_can_be_retried() {
+    let s = Setup::new("relay-budget", json!({"rateLimitPerMinute": 60}), |o| {
+        o.deadline = Duration::from_secs(3);
+    })
+    .await;
+    let path = s.url(&format!("/v1/notifiers/{}/front/notifications", s.env.ns));
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let (http, path) = (s.http.clone(), path.clone());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(&path)
+                .bearer_auth(TOKEN)
+                .json(
+                    &json!({"visitor": {"name": format!("b{i}")}, "host": "jinji",
+                    "idempotencyKey": format!("budget-{i}")}),
+                )
+                .send()
+                .await
+                .expect("answer");
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            (
+                i,
+                r.status().as_u16(),
+                retry_after,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }));
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.expect("caller"));
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| a.1 == 429).collect();
+    let delivered = answers.iter().filter(|a| a.1 == 200).count();
+    assert!(
+        !refused.is_empty(),
+        "20 at once exceed 60/min within 3 s: {answers:?}"
+    );
+    assert_eq!(
+        refused.len() + delivered,
+        20,
+        "nothing partial or failed: {answers:?}"
+    );
+    for (_, _, retry_after, body) in &refused {
+        assert!(retry_after.is_some_and(|s| s >= 1), "{body}");
+        assert_eq!(body["title"], "Rate budget full", "{body}");
+    }
+    assert_eq!(
+        s.env.emu.rate_limited(),
+        0,
+        "LINE WORKS never had to refuse"
+    );
+
+    // The refused ones, retried with their keys once the budget has room: delivered once.
+    let (i, ..) = refused[0];
+    let body = json!({"visitor": {"name": format!("b{i}")}, "host": "jinji",
+        "idempotencyKey": format!("budget-{i}")});
+    let (status, answer) =
+        support::wait_for("room in the budget", support::operator::WAIT, || async {
+            let (status, answer) = s.notify(body.clone()).await;
+            if status == 429 {
+                Err(answer.to_string())
+            } else {
+                Ok((status, answer))
+            }
+        })
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let copies = s
+        .env
+        .emu
+        .delivered()
+        .iter()
+        .filter(|d| {
+            d.kind == "user"
+                && d.content["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("b{i}様")))
+        })
+        .count();
+    assert_eq!(copies, 1);
     s.stop().await;
 }

@@ -339,6 +339,13 @@ fn target(kind: &str, id: &str, outcome: &Result<(), LineWorksError>) -> Target 
                 "LINE WORKS may have delivered it but its answer was lost ({e}); retrying may deliver it twice: ask the recipient, or retry with the same idempotency key"
             )),
         ),
+        Err(e) if e.never_sent() => (
+            TargetStatus::Failed,
+            Some("NOT_SENT".to_string()),
+            Some(format!(
+                "not sent: the domain's per-minute budget had no room before the deadline, so LINE WORKS was never asked; retry later ({e})"
+            )),
+        ),
         Err(LineWorksError::Unauthorized { .. }) => {
             (TargetStatus::Failed, Some(UNAUTHORIZED.to_string()), None)
         }

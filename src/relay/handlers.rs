@@ -3,7 +3,6 @@
 //! own task (a caller that disconnects does not cancel it, and shutdown waits for it).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -263,6 +262,16 @@ async fn notification(
         Ok(key) => key.map(|k| format!("{ns}/{name}/{k}")),
         Err(refusal) => return relay.reject(refusal),
     };
+    // Admission first: a refused request must leave no idempotency key claimed.
+    let Destination {
+        notifier,
+        route,
+        room_blocked,
+    } = destination;
+    let ticket = match relay.admit(&notifier) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
     let mut previous = None;
     let first = match key {
         None => None,
@@ -283,17 +292,7 @@ async fn notification(
             }
         },
     };
-    if let Err(refusal) = relay.enqueue() {
-        let mut r = relay.reject(refusal);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return r;
-    }
-    let Destination {
-        notifier,
-        route,
-        room_blocked,
-    } = destination;
+    relay.metrics.admitted();
     let worker = Arc::clone(&relay);
     let job = relay.tasks.spawn(async move {
         let parts = previous.as_ref().map_or(Parts::ALL, Parts::failed_in);
@@ -309,7 +308,7 @@ async fn notification(
         if let Some(previous) = &previous {
             answer = delivery::merge(previous, parts, answer);
         }
-        worker.queued.fetch_sub(1, Ordering::SeqCst);
+        drop(ticket);
         worker.metrics.finished_with(&answer);
         if let Some((key, tx)) = &first {
             worker.idempotency.finish(key, tx, answer.clone());

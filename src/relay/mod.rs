@@ -7,6 +7,7 @@
 //! new token (annotation on the notifier), waits for it and retries once. Every accepted
 //! notification is delivered or reported failed, and counted ([`metrics`]).
 
+mod admission;
 pub mod api;
 mod cache;
 mod delivery;
@@ -19,7 +20,6 @@ mod validation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -119,8 +119,8 @@ struct Relay {
     limits: Arc<RateLimits>,
     http: reqwest::Client,
     idempotency: idempotency::Store,
-    /// Notifications admitted and not finished.
-    queued: AtomicUsize,
+    /// Notifications admitted and not finished, as a whole and per domain.
+    admission: Arc<admission::Admission>,
     /// Notifications sending at once.
     sending: Semaphore,
     metrics: Arc<RelayMetrics>,
@@ -162,29 +162,36 @@ impl Relay {
         refusal.into_response()
     }
 
-    /// Admission to the bounded queue.
-    fn enqueue(&self) -> Result<(), Refusal> {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.options.queue_capacity {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Queue full",
-                "too many notifications in flight; retry shortly",
-            ));
-        }
-        self.metrics.admitted();
-        Ok(())
+    /// A place in the queue for a notification of `notifier`, or a 429 saying when to retry.
+    fn admit(&self, notifier: &LineWorksNotifier) -> Result<admission::Ticket, Box<Response>> {
+        let per_minute = self.client_config(notifier).rate_limit_per_minute;
+        self.admission
+            .admit(&notifier.spec.domain, per_minute)
+            .map_err(|full| {
+                let mut r = self.reject(full.refusal);
+                if let Ok(v) = header::HeaderValue::from_str(&full.retry_after_secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Box::new(r)
+            })
+    }
+
+    fn client_config(&self, notifier: &LineWorksNotifier) -> lineworks_client::ClientConfig {
+        notifier.spec.client_config(
+            self.options.request_timeout,
+            self.options.deadline,
+            self.options.client_pacing,
+        )
     }
 
     /// A send-only LINE WORKS client for this notifier's endpoints and domain budget.
     fn sender(&self, notifier: &LineWorksNotifier) -> MessageSender {
-        let config = notifier.spec.client_config(
-            self.options.request_timeout,
-            self.options.deadline,
-            self.options.client_pacing,
-        );
-        LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
-            .into_sender()
+        LineWorksClient::with_http(
+            self.client_config(notifier),
+            Arc::clone(&self.limits),
+            self.http.clone(),
+        )
+        .into_sender()
     }
 }
 
@@ -275,7 +282,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         limits: RateLimits::new(),
         http,
         idempotency: idempotency::Store::new(options.idempotency_window),
-        queued: AtomicUsize::new(0),
+        admission: admission::Admission::new(options.queue_capacity, options.deadline),
         sending: Semaphore::new(options.concurrency.max(1)),
         metrics: Arc::clone(&metrics),
         tasks: tokio_util::task::TaskTracker::new(),
@@ -297,7 +304,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
             .is_err()
         {
             tracing::error!(
-                unfinished = relay.queued.load(Ordering::Relaxed),
+                unfinished = relay.admission.queued(),
                 "shutdown drain timed out with notifications still in flight"
             );
         }

@@ -232,7 +232,7 @@ impl LineWorksClient {
             .await;
         result.map_err(|last| {
             if hit_deadline.load(Ordering::Relaxed)
-                || matches!(last, LineWorksError::Timeout { .. } if Instant::now() >= deadline)
+                || matches!(last, LineWorksError::Timeout { .. } | LineWorksError::NotSent { .. } if Instant::now() >= deadline)
             {
                 LineWorksError::DeadlineExceeded {
                     attempts: attempts.load(Ordering::Relaxed),
@@ -257,17 +257,15 @@ impl LineWorksClient {
                 .await
                 .is_err()
         {
-            return Err(LineWorksError::Timeout {
+            return Err(LineWorksError::NotSent {
                 api,
                 after: self.config.retry.deadline,
-                maybe_delivered: false,
             });
         }
         if Instant::now() >= deadline {
-            return Err(LineWorksError::Timeout {
+            return Err(LineWorksError::NotSent {
                 api,
                 after: self.config.retry.deadline,
-                maybe_delivered: false,
             });
         }
         // The deadline decides whether an attempt starts, never cuts one short: a POST aborted

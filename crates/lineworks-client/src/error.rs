@@ -116,6 +116,12 @@ pub enum LineWorksError {
         detail: String,
         maybe_delivered: bool,
     },
+    /// Never sent: the domain's per-minute budget (this client's pacing) had no room before the
+    /// deadline. LINE WORKS was not asked, so nothing can have been delivered.
+    #[error(
+        "{api}: not sent: the domain's per-minute budget had no room within the {after:?} deadline (LINE WORKS was not asked)"
+    )]
+    NotSent { api: Api, after: Duration },
     /// An answer that does not follow the documented format.
     #[error("{api}: unexpected answer: {detail}")]
     InvalidResponse { api: Api, detail: String },
@@ -145,6 +151,7 @@ impl LineWorksError {
             | LineWorksError::Server { api, .. }
             | LineWorksError::Timeout { api, .. }
             | LineWorksError::Transport { api, .. }
+            | LineWorksError::NotSent { api, .. }
             | LineWorksError::InvalidResponse { api, .. } => Some(*api),
             LineWorksError::TokenRejected { .. } => Some(Api::Token),
             LineWorksError::DeadlineExceeded { last, .. } => last.api(),
@@ -175,6 +182,15 @@ impl LineWorksError {
             .unwrap_or("ERROR")
     }
 
+    /// Whether the request never left this process (the pacing budget had no room in time).
+    pub fn never_sent(&self) -> bool {
+        match self {
+            LineWorksError::NotSent { .. } => true,
+            LineWorksError::DeadlineExceeded { last, .. } => last.never_sent(),
+            _ => false,
+        }
+    }
+
     /// Whether waiting may help: a transient error, or retries of one that ran out at the
     /// caller's deadline. Nothing in the configuration is wrong.
     pub fn may_pass(&self) -> bool {
@@ -189,6 +205,7 @@ impl LineWorksError {
                 | LineWorksError::Server { .. }
                 | LineWorksError::Timeout { .. }
                 | LineWorksError::Transport { .. }
+                | LineWorksError::NotSent { .. }
         )
     }
 

@@ -23,5 +23,5 @@ pub use credentials::{
     token_fingerprint, unix_seconds,
 };
 pub use error::{Api, ErrorBody, LineWorksError};
-pub use limiter::{RateLimits, quota};
+pub use limiter::{RateLimits, calls_within, quota};
 pub use message::{Action, Content, I18nText, MAX_TEXT_CHARS, MessageSender};

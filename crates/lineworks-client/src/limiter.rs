@@ -62,12 +62,25 @@ impl RateLimits {
     }
 }
 
-/// Burst of a tenth of the limit (at least 1), refilled at the rest over a minute.
-pub fn quota(per_minute: NonZeroU32) -> Quota {
+/// The burst and the refill period of the pacing at `per_minute`.
+fn shape(per_minute: NonZeroU32) -> (u32, Duration) {
     let limit = per_minute.get();
     let burst = (limit / 10).max(1);
     let refill = (limit - burst).max(1);
-    let period = Duration::from_secs(60) / refill;
+    (burst, Duration::from_secs(60) / refill)
+}
+
+/// How many calls the pacing at `per_minute` lets start within `window` from a rested bucket:
+/// what a queue of calls to one API of one domain can get through in that time.
+pub fn calls_within(per_minute: NonZeroU32, window: Duration) -> u32 {
+    let (burst, period) = shape(per_minute);
+    let refills = window.as_nanos() / period.as_nanos().max(1);
+    burst.saturating_add(u32::try_from(refills).unwrap_or(u32::MAX))
+}
+
+/// Burst of a tenth of the limit (at least 1), refilled at the rest over a minute.
+pub fn quota(per_minute: NonZeroU32) -> Quota {
+    let (burst, period) = shape(per_minute);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_minute(per_minute))
@@ -77,6 +90,16 @@ pub fn quota(per_minute: NonZeroU32) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_within_a_window_follow_the_burst_and_refill() {
+        let sixty = std::num::NonZeroU32::new(60).expect("60");
+        // Burst 6, then one per 60/54 s.
+        assert_eq!(super::calls_within(sixty, Duration::ZERO), 6);
+        assert_eq!(super::calls_within(sixty, Duration::from_secs(30)), 6 + 27);
+        let many = std::num::NonZeroU32::new(240).expect("240");
+        assert_eq!(super::calls_within(many, Duration::from_secs(60)), 24 + 216);
+    }
 
     #[test]
     fn no_sixty_second_window_exceeds_the_limit() {
