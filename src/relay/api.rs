@@ -15,7 +15,10 @@ pub const MAX_VISITOR_COUNT: u32 = 1000;
 /// `POST …/notifications`: a visitor has arrived.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("not" = {"required": ["host", "route"]}))]
+#[schemars(extend("not" = {
+    "required": ["host", "route"],
+    "properties": {"host": {"type": "string"}, "route": {"type": "string"}}
+}))]
 pub struct NotificationRequest {
     /// Who arrived.
     #[serde(default)]
@@ -57,7 +60,7 @@ pub struct Visitor {
     #[schemars(length(max = 500))]
     pub company: String,
     /// Number of people.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schemars(range(min = 1, max = 1000))]
     pub count: Option<u32>,
     #[serde(default)]
@@ -67,6 +70,24 @@ pub struct Visitor {
     #[serde(default)]
     #[schemars(length(max = 500))]
     pub note: String,
+}
+
+/// A count as JSON writes it: `3`, or `3.0` (the same number to JSON Schema); never `3.5`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| u32::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("visitor.count must be a whole number, not {n}"))
+        })
 }
 
 /// What happened to each target.

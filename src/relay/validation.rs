@@ -235,6 +235,17 @@ mod tests {
         let ok = parse(&json(), br#"{"visitor": {"name": "x"}, "host": "h"}"#)
             .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(ok.host.as_deref(), Some("h"));
+        let two = parse(
+            &json(),
+            br#"{"visitor": {"count": 2.0}, "host": null, "route": null}"#,
+        )
+        .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(
+            two.visitor.count,
+            Some(2),
+            "2.0 is the number 2 to JSON Schema"
+        );
+        assert!(parse(&json(), br#"{"visitor": {"count": 2.5}}"#).is_err());
         for media in ["Application/JSON", "application/json; charset=utf-8"] {
             let mut h = HeaderMap::new();
             h.insert(header::CONTENT_TYPE, media.parse().expect("header"));
