@@ -6,6 +6,20 @@ use serde_json::{Value, json};
 
 use super::api::{NotificationRequest, NotificationResult, Problem, Readiness};
 
+/// What a caller needs to know beyond the schemas; also the opening of docs/relay-api.md.
+const DESCRIPTION: &str = "Visitor notifications to LINE WORKS: a DM to the host (or the notifier's default user) and a message in the notifier's talk room.
+
+## Delivery, per target
+
+- **Host and fallback.** `host` is a LINE WORKS user ID, a login ID, or the part before `@` (the notifier's domain is added). An unset host, or one LINE WORKS does not know, falls back to the notifier's `defaultUser`: `fallback: true`, the unknown host listed as `skipped`. A `route`'s user falls back the same way; a route with only a room sends no DM.
+- **Each target on its own.** A broken room (bot not invited, wrong チャンネルID) or a failed test notification does not stop the DM: the room is reported `failed` with the notifier's BotInService reason as `code` and the fix as `description` (207). The answer is 503 only when nothing can be sent (not authorized, bot not in service, suspended).
+- **Target statuses.** `delivered`; `failed` (LINE WORKS's `code` and `description`; `NOT_SENT` when the domain's per-minute budget had no room before the deadline, so LINE WORKS was never asked; `UNAUTHORIZED` when LINE WORKS refused the token and no renewed one worked); `skipped` (an unknown host, replaced by the default user); `unknown` (`MAYBE_DELIVERED`: the request went out and its answer was lost, so it may have been delivered: do not resend it blindly). 200: every target delivered; 207: some; 502: none delivered and none possibly delivered.
+- **At least once on 5xx.** A 5xx from LINE WORKS is retried within the deadline, since LINE WORKS has no idempotency key and a visitor must not go unannounced: rarely, a host may read a message twice. A request whose answer was lost is never resent.
+- **Token renewal.** When LINE WORKS refuses the token while a notification is out, the relay asks the controller for a new one and sends again exactly the targets that were refused, never one already delivered.
+- **Idempotency, per target.** With `idempotencyKey` (or the `Idempotency-Key` header: 1 to 255 printable ASCII characters), repeating the same request within 24 hours sends again only the targets that `failed` (never one `delivered`, `skipped` or `unknown`) and answers with the merged result; when nothing is left to retry it answers as before. The same key with another body is 409.
+- **Admission.** A notification is accepted only when the domain's per-minute budget can send it before the relay's deadline; otherwise 429 with `Retry-After` in seconds. A 429 claims no idempotency key: retry with the same key.
+- **Errors** are `application/problem+json`, 404, 405 and 413 included.";
+
 /// Where the generated document is committed, relative to the repository root.
 pub const OPENAPI_PATH: &str = "docs/relay-openapi.json";
 
@@ -71,8 +85,8 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
         ("409", "Idempotency key reused with a different body"),
         ("413", "Body too large"),
         ("415", "Not application/json"),
-        ("429", "Queue full; retry after the Retry-After seconds"),
-        ("503", "The notifier is suspended or not Ready"),
+        ("429", "Queue or the domain's rate budget full; retry after the Retry-After seconds"),
+        ("503", "Nothing can be sent: the notifier is suspended, not authorized, or its bot not in service"),
     ]));
     let mut op = json!({"summary": summary, "responses": responses, "security": [{"bearer": []}]});
     if with_body {
@@ -116,7 +130,7 @@ pub fn document() -> Value {
         "info": {
             "title": "lineworks-operator relay",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Visitor notifications to LINE WORKS: a DM to the host (or the notifier's default user) and a message in the notifier's talk room."
+            "description": DESCRIPTION
         },
         "paths": {
             "/v1/notifiers/{namespace}/{name}/notifications": {"post": with_path_params(notify_operation("Notify a visitor's arrival", true))},
