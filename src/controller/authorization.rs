@@ -135,7 +135,7 @@ impl Authorizer<'_> {
             .as_ref()
             .and_then(|c| c.resource_version())
             .or_else(|| stored.secret.as_ref().and_then(|s| s.resource_version()));
-        store_tokens(
+        tokens::store(
             self.secrets,
             self.notifier,
             &tokens,
@@ -454,32 +454,6 @@ fn keep_current_on_passing_failure(
     ));
     authorized.renew_at = now;
     Some(authorized)
-}
-
-/// Writes new tokens at the version read. These are the only copy of a rotated refresh token,
-/// so a conflicting write (someone edited the Secret meanwhile) is retried at the new version
-/// rather than dropped.
-pub(super) async fn store_tokens(
-    secrets: &Api<Secret>,
-    notifier: &LineWorksNotifier,
-    tokens: &TokenSet,
-    fingerprint: &str,
-    mut version: Option<String>,
-) -> Result<(), ReconcileError> {
-    for _ in 0..5 {
-        match tokens::write(secrets, notifier, tokens, fingerprint, version.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                version = secrets
-                    .get_opt(&notifier.token_secret_name())
-                    .await
-                    .map_err(kube_err("re-reading the token Secret"))?
-                    .and_then(|s| s.resource_version());
-            }
-            Err(e) => return Err(kube_err("writing the token Secret")(e)),
-        }
-    }
-    Err(ReconcileError::Conflict)
 }
 
 /// Authorized=True for `tokens`, which are now the ones in use.

@@ -206,7 +206,7 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
             )));
         }
     };
-    super::authorization::store_tokens(
+    tokens::store(
         &secrets,
         &notifier,
         &issued,

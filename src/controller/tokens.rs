@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use super::reconcile::{ReconcileError, kube_err};
 use crate::api::LineWorksNotifier;
 use lineworks_client::{ExposeSecret, SecretString, TokenSet, unix_seconds};
 
@@ -330,4 +331,30 @@ async fn save(secrets: &Api<Secret>, secret: Secret) -> Result<Secret, kube::Err
         None => secrets.create(&params, &secret).await,
         Some(_) => secrets.replace(&secret.name_any(), &params, &secret).await,
     }
+}
+
+/// Writes new tokens at the version read. These are the only copy of a rotated refresh token,
+/// so a conflicting write (someone edited the Secret meanwhile) is retried at the new version
+/// rather than dropped.
+pub async fn store(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+    tokens: &TokenSet,
+    fingerprint: &str,
+    mut version: Option<String>,
+) -> Result<(), ReconcileError> {
+    for _ in 0..5 {
+        match write(secrets, notifier, tokens, fingerprint, version.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                version = secrets
+                    .get_opt(&notifier.token_secret_name())
+                    .await
+                    .map_err(kube_err("re-reading the token Secret"))?
+                    .and_then(|s| s.resource_version());
+            }
+            Err(e) => return Err(kube_err("writing the token Secret")(e)),
+        }
+    }
+    Err(ReconcileError::Conflict)
 }
