@@ -993,7 +993,8 @@ async fn a_token_that_dies_mid_notification_is_renewed_for_exactly_the_refused_t
         }
     })
     .await;
-    s.env.emu.expire_access_tokens();
+    // Revoked in LINE WORKS (an administrator revoked the app's tokens) mid-notification.
+    s.env.emu.revoke_all_tokens();
     for call in calls {
         let (status, body) = call.await.expect("caller");
         assert_eq!(status, 200, "{body}");
