@@ -917,3 +917,54 @@ async fn a_call_the_budget_cannot_start_in_time_is_reported_not_sent() {
         "LINE WORKS never saw it"
     );
 }
+
+/// A server that lies must not crash the client or make it read without end: an absurd
+/// `expires_in` and a body over 1 MiB are invalid answers, a huge `Retry-After` is clamped.
+#[tokio::test]
+async fn absurd_answers_are_refused_not_obeyed() {
+    let emu = emulator(world()).await;
+    let client = client(&emu, Duration::from_secs(2), None);
+    emu.add_fault(fault(
+        "token",
+        200,
+        json!({"access_token": "a", "token_type": "Bearer", "scope": "bot",
+            "expires_in": 18_446_744_073_709_551_615u64}),
+        1,
+    ));
+    let err = client
+        .issue_service_account_token(
+            &credentials(),
+            &service_account("service-account.key"),
+            &scopes(),
+        )
+        .await
+        .expect_err("expires_in beyond 90 days");
+    assert!(
+        matches!(err, LineWorksError::InvalidResponse { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("expires_in"), "{err}");
+
+    let token = token(&emu).await;
+    emu.add_fault(fault(
+        "get_bot",
+        200,
+        json!({"botName": "x".repeat(1_100_000)}),
+        1,
+    ));
+    let err = client.get_bot(&token, BOT).await.expect_err("over 1 MiB");
+    assert!(err.to_string().contains("longer than"), "{err}");
+
+    let mut huge = fault("get_bot", 429, json!({"code": "TOO_MANY_REQUESTS"}), 1);
+    huge.headers = BTreeMap::from([("Retry-After".into(), "1e300".into())]);
+    emu.add_fault(huge);
+    let err = client
+        .get_bot(&token, BOT)
+        .await
+        .expect_err("the wait passes the deadline");
+    assert!(
+        err.retry_after()
+            .is_none_or(|w| w <= lineworks_client::MAX_REQUESTED_WAIT),
+        "{err:?}"
+    );
+}

@@ -61,8 +61,23 @@ fn seconds_as_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D
     }
 }
 
+/// The longest token lifetime accepted from the token endpoint: 90 days.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(90 * 86_400);
+
 impl TokenAnswer {
     fn into_tokens(self, issued_at: SystemTime) -> Result<TokenSet, LineWorksError> {
+        // LINE WORKS issues 1-hour or 24-hour tokens; anything past a refresh token's 90 days is
+        // a broken answer, and would overflow time arithmetic near u64::MAX.
+        if self.expires_in > MAX_EXPIRES_IN.as_secs() {
+            return Err(LineWorksError::InvalidResponse {
+                api: Api::Token,
+                detail: format!(
+                    "expires_in {} s is beyond what LINE WORKS issues (at most {} s)",
+                    self.expires_in,
+                    MAX_EXPIRES_IN.as_secs()
+                ),
+            });
+        }
         if self.access_token.is_empty() {
             return Err(LineWorksError::InvalidResponse {
                 api: Api::Token,

@@ -295,17 +295,36 @@ pub(super) async fn json<T: DeserializeOwned>(
     api: Api,
     response: Response,
 ) -> Result<T, LineWorksError> {
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| LineWorksError::InvalidResponse {
-            api,
-            detail: format!("reading the body: {}", e.without_url()),
-        })?;
+    let bytes = read_capped(api, response).await?;
     serde_json::from_slice(&bytes).map_err(|e| LineWorksError::InvalidResponse {
         api,
         detail: format!("body does not match the documented format: {e}"),
     })
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`]; a longer one is an invalid answer, read no
+/// further.
+async fn read_capped(api: Api, mut response: Response) -> Result<Vec<u8>, LineWorksError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| LineWorksError::InvalidResponse {
+                api,
+                detail: format!("reading the body: {}", e.without_url()),
+            })?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(LineWorksError::InvalidResponse {
+                api,
+                detail: format!("the answer is longer than {MAX_BODY_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
 }
 
 fn transport_error(api: Api, timeout: Duration, e: &reqwest::Error) -> LineWorksError {
@@ -335,7 +354,10 @@ fn transport_error(api: Api, timeout: Duration, e: &reqwest::Error) -> LineWorks
 async fn error_from_response(api: Api, response: Response) -> LineWorksError {
     let status = response.status();
     let retry_after = wait_requested(response.headers(), SystemTime::now());
-    let text = response.text().await.unwrap_or_default();
+    let text = read_capped(api, response)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let body = parse_error_body(&text);
     let code = status.as_u16();
     match status {
@@ -399,9 +421,21 @@ fn parse_error_body(text: &str) -> ErrorBody {
     }
 }
 
-/// The wait a 429 asks for: `Retry-After` (seconds), else `rateLimit-reset` (seconds until the
-/// window resets, or an epoch time in seconds: the unit is undocumented, so both are accepted).
+/// The longest wait a server's answer can ask for: a lying or broken server must not make time
+/// arithmetic overflow, nor park a caller for longer than a rate window or two.
+pub const MAX_REQUESTED_WAIT: Duration = Duration::from_secs(600);
+
+/// The most of a response body this client reads: LINE WORKS's answers are a few KiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The wait a 429 asks for, at most [`MAX_REQUESTED_WAIT`].
 pub(super) fn wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    raw_wait_requested(headers, now).map(|w| w.min(MAX_REQUESTED_WAIT))
+}
+
+/// `Retry-After` (seconds), else `rateLimit-reset` (seconds until the window resets, or an epoch
+/// time in seconds: the unit is undocumented, so both are accepted).
+fn raw_wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let number = |name: &str| -> Option<u64> {
         headers
             .get(name)?
@@ -428,6 +462,24 @@ pub(super) fn wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_asked_for_is_clamped() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        for (name, value) in [
+            ("retry-after", "1e300"),
+            ("retry-after", "18446744073709551615"),
+            ("ratelimit-reset", "99999999999999999999"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert_eq!(
+                wait_requested(&h, now),
+                Some(MAX_REQUESTED_WAIT),
+                "{name}: {value}"
+            );
+        }
+    }
     use reqwest::header::HeaderValue;
 
     #[test]

@@ -15,8 +15,8 @@ mod message;
 pub use auth::TokenKind;
 pub use bot::{Bot, BotDomain, Channel};
 pub use client::{
-    CallObserver, ClientConfig, LineWorksClient, PUBLIC_API_BASE_URL, PUBLIC_AUTH_BASE_URL,
-    RetryPolicy, install_crypto_provider, path_segment,
+    CallObserver, ClientConfig, LineWorksClient, MAX_BODY_BYTES, MAX_REQUESTED_WAIT,
+    PUBLIC_API_BASE_URL, PUBLIC_AUTH_BASE_URL, RetryPolicy, install_crypto_provider, path_segment,
 };
 pub use credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
