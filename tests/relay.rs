@@ -78,31 +78,35 @@ impl Setup {
         format!("http://{}{path}", self.relay.addr)
     }
 
-    async fn wait_relay_ready(&self, name: &str) {
+    /// Waits until the relay's readiness answer for `name` satisfies `done`.
+    async fn wait_readiness(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) {
         let path = if self.sidecar && name == "front" {
             "/v1/notifier".to_string()
         } else {
             format!("/v1/notifiers/{}/{name}", self.env.ns)
         };
-        support::wait_for(
-            "relay sees the Ready notifier",
-            support::operator::WAIT,
-            || async {
-                let r = self
-                    .http
-                    .get(self.url(&path))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let body: Value = r.json().await.map_err(|e| e.to_string())?;
-                if body["ready"] == true {
-                    Ok(())
-                } else {
-                    Err(body.to_string())
-                }
-            },
-        )
+        support::wait_for(what, support::operator::WAIT, || async {
+            let r = self
+                .http
+                .get(self.url(&path))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body: Value = r.json().await.map_err(|e| e.to_string())?;
+            if done(&body) {
+                Ok(())
+            } else {
+                Err(body.to_string())
+            }
+        })
+        .await;
+    }
+
+    async fn wait_relay_ready(&self, name: &str) {
+        self.wait_readiness(name, "relay sees the Ready notifier", |b| {
+            b["ready"] == true
+        })
         .await;
     }
 
@@ -880,25 +884,9 @@ async fn a_notifier_waiting_for_its_token_does_not_hold_up_another() {
         .await
         .expect("label removed");
     let front = format!("/v1/notifiers/{}/front", s.env.ns);
-    support::wait_for(
-        "the relay to miss front's token",
-        support::operator::WAIT,
-        || async {
-            let r = s
-                .http
-                .get(s.url(&front))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let body: Value = r.json().await.map_err(|e| e.to_string())?;
-            if body["reason"] == "TokenNotSeen" {
-                Ok(())
-            } else {
-                Err(body.to_string())
-            }
-        },
-    )
+    s.wait_readiness("front", "the relay to miss front's token", |b| {
+        b["reason"] == "TokenNotSeen"
+    })
     .await;
     let accepted = s.relay.metrics.accepted();
     let waiting = {

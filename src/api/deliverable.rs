@@ -8,8 +8,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::LineWorksNotifier;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use super::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
+use super::{LineWorksNotifier, LineWorksNotifierSpec};
 
 /// Which visitor notification targets work, as `kubectl get lwn` shows it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -54,20 +56,30 @@ fn blocked(reason: impl Into<String>, message: impl Into<String>) -> Blocked {
 }
 
 impl LineWorksNotifier {
-    /// What can be sent now. Unknown conditions do not block (a check that could not run says
-    /// nothing about the target: LINE WORKS will answer for it); False ones do.
+    /// What can be sent now, judged from the stored conditions.
     pub fn deliverable(&self) -> Deliverable {
+        let conditions = self.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+        Deliverable::judge(&self.spec, conditions)
+    }
+}
+
+impl Deliverable {
+    /// What a notifier with `spec` and `conditions` can send. Unknown conditions do not block (a
+    /// check that could not run says nothing about the target: LINE WORKS will answer for it);
+    /// False ones do.
+    pub fn judge(spec: &LineWorksNotifierSpec, conditions: &[Condition]) -> Deliverable {
+        let condition = |t: ConditionType| conditions.iter().find(|c| c.type_ == t.as_str());
         let all = |b: Blocked| Deliverable {
             dm: Err(b.clone()),
             room: Err(b),
         };
-        if self.spec.suspend {
+        if spec.suspend {
             return all(blocked(
                 Reason::Suspended.as_str(),
                 "spec.suspend is true: set it to false to resume",
             ));
         }
-        let Some(authorized) = self.condition(ConditionType::Authorized) else {
+        let Some(authorized) = condition(ConditionType::Authorized) else {
             return all(blocked(
                 Reason::Reconciling.as_str(),
                 "the controller has not reported yet",
@@ -76,9 +88,7 @@ impl LineWorksNotifier {
         if authorized.is(ConditionStatus::False) {
             return all(blocked(&authorized.reason, &authorized.message));
         }
-        let bot = self
-            .condition(ConditionType::BotInService)
-            .filter(|c| c.is(ConditionStatus::False));
+        let bot = condition(ConditionType::BotInService).filter(|c| c.is(ConditionStatus::False));
         match bot.map(|c| (c, c.condition_reason())) {
             None => Deliverable {
                 dm: Ok(()),
@@ -97,7 +107,7 @@ impl LineWorksNotifier {
 mod tests {
     use super::*;
     use crate::api::LineWorksNotifierStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn notifier(conditions: &[(&str, &str, &str)], suspend: bool) -> LineWorksNotifier {
         let spec = serde_json::from_value(serde_json::json!({

@@ -20,6 +20,7 @@ use super::verdict::{Verdict, not_in_service};
 use super::{bot_checks, credentials, diagnosis, status, test_notification};
 use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionType, Reason};
+use crate::api::deliverable::Deliverable;
 
 /// Failures that stop a reconcile before it can report in status (the API server itself).
 #[derive(Debug, thiserror::Error)]
@@ -134,9 +135,8 @@ async fn report(
     findings.status.conditions =
         status::merge(&old, &findings.verdicts, notifier.metadata.generation, &now);
     findings.status.observed_generation = notifier.metadata.generation;
-    let mut judged = notifier.clone();
-    judged.status = Some(findings.status.clone());
-    findings.status.delivering = Some(judged.deliverable().delivering());
+    findings.status.delivering =
+        Some(Deliverable::judge(&notifier.spec, &findings.status.conditions).delivering());
     status::apply(notifiers, notifier, &findings.status)
         .await
         .map_err(kube_err("writing status"))?;
