@@ -108,7 +108,7 @@ async fn namespace(client: &Client, name: &str) {
 
 async fn credentials_secret(client: &Client, ns: &str, domain: i64) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("app{domain}")}, "stringData": {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("app{domain}"), "annotations": {"lineworks-operator.dev/allowed-notifiers": "*"}}, "stringData": {
         "clientId": format!("app{domain}"), "clientSecret": format!("secret{domain}"),
         "serviceAccountId": format!("sa@d{domain}"), "privateKey": fixture("service-account.key"),
     }});
@@ -249,7 +249,10 @@ async fn main() {
     let metrics = Arc::new(Metrics::default());
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let options = Options {
-        settings: Settings::default(),
+        settings: Settings {
+            allowed_hosts: lineworks_operator::endpoints::AllowedHosts::loopback(),
+            ..Settings::default()
+        },
         namespace: Some("latency".into()),
         metrics,
         ..Options::default()
@@ -301,6 +304,7 @@ async fn main() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
         .args([
             "controller",
+            "--allow-host=127.0.0.1",
             "--namespace",
             "fleet",
             "--metrics-addr",

@@ -85,6 +85,7 @@ where
 fn start_relay(plane: &ControlPlane, port: u16, pacing: bool) -> std::process::Child {
     let mut args = vec![
         "relay".to_string(),
+        "--allow-host=127.0.0.1".into(),
         "--notifier".into(),
         format!("{NS}/front"),
         "--no-auth".into(),
@@ -165,13 +166,17 @@ async fn main() {
     let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
     let options = Options {
         namespace: Some(NS.into()),
+        settings: lineworks_operator::controller::Settings {
+            allowed_hosts: lineworks_operator::endpoints::AllowedHosts::loopback(),
+            ..Default::default()
+        },
         ..Options::default()
     };
     let controller = tokio::spawn(controller::run_with(client.clone(), options, async move {
         let _ = stopped.changed().await;
     }));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"}, "stringData": {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "annotations": {"lineworks-operator.dev/allowed-notifiers": "*"}}, "stringData": {
         "clientId": tenant::CLIENT_ID, "clientSecret": tenant::CLIENT_SECRET,
         "serviceAccountId": tenant::SERVICE_ACCOUNT, "privateKey": tenant::fixture("service-account.key")}});
     secrets

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
+use crate::endpoints::AllowedHosts;
 use lineworks_control_plane::{ControlPlane, ControlPlaneError};
 use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
 
@@ -172,8 +173,13 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
         .await
         .map_err(|e| DemoError::Step(format!("namespace {NAMESPACE}: {e}")))?;
     let (stop_controller, mut controller_stopped) = tokio::sync::watch::channel(false);
+    // The emulator listens on loopback: allowed here, as an installer would allow a proxy.
     let options = crate::controller::Options {
         namespace: Some(NAMESPACE.into()),
+        settings: crate::controller::Settings {
+            allowed_hosts: AllowedHosts::loopback(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let controller = tokio::spawn(crate::controller::run_with(
@@ -227,6 +233,7 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
 
     let mut relay_options = crate::relay::RelayOptions::new(([127, 0, 0, 1], 0).into());
     relay_options.notifier = Some((NAMESPACE.into(), "reception".into()));
+    relay_options.allowed_hosts = AllowedHosts::loopback();
     let relay = crate::relay::start(client.clone(), relay_options)
         .await
         .map_err(|e| DemoError::Step(format!("relay: {e}")))?;

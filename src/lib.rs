@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
+pub mod endpoints;
 mod oauth_callback;
 pub mod reference;
 pub mod relay;

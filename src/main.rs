@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lineworks_operator::endpoints::AllowedHosts;
 use lineworks_operator::telemetry::{self, LogFormat};
 
 /// LINE WORKS visitor notifications, declared as Kubernetes objects.
@@ -60,6 +61,10 @@ enum Command {
         /// How long to wait for the administrator, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
+        /// Allow spec.apiBaseURL/authBaseURL to name this host (or host:port) besides LINE WORKS's
+        /// own; repeat or separate with commas. Default: none.
+        #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
+        allow_host: Vec<String>,
     },
     /// Print a notifier's conditions with what to fix; exits non-zero unless Ready.
     Status {
@@ -140,6 +145,10 @@ struct ControllerArgs {
     /// Longest one LINE WORKS call may retry, in milliseconds.
     #[arg(long, default_value_t = 20_000, hide = true)]
     call_deadline_ms: u64,
+    /// Allow spec.apiBaseURL/authBaseURL to name this host (or host:port) besides LINE WORKS's
+    /// own; repeat or separate with commas. Default: none.
+    #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    allow_host: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -172,6 +181,10 @@ struct RelayArgs {
     /// Do not pace calls under the notifier's budget (measurements only; LINE WORKS still limits).
     #[arg(long, hide = true)]
     no_client_pacing: bool,
+    /// Allow spec.apiBaseURL/authBaseURL to name this host (or host:port) besides LINE WORKS's
+    /// own; repeat or separate with commas. Default: none.
+    #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    allow_host: Vec<String>,
 }
 
 #[tokio::main]
@@ -182,37 +195,41 @@ async fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
         Command::Controller(args) => {
-            telemetry::init(cli.log_format);
-            let settings = lineworks_operator::controller::Settings {
-                state_lifetime: std::time::Duration::from_secs(args.oauth_state_lifetime_secs),
-                request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
-                call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
-                ..Default::default()
-            };
-            let state_key_secret = lineworks_operator::controller::StateKeySecret {
-                namespace: args.lease_namespace.clone(),
-                name: args.oauth_state_secret,
-            };
-            let lease = args
-                .leader_elect
-                .then(|| lineworks_operator::controller::LeaseOptions {
-                    namespace: args.lease_namespace,
-                    name: args.lease_name,
-                    identity: settings.instance.clone(),
-                    duration_secs: 15,
-                });
-            let options = lineworks_operator::controller::Options {
-                settings,
-                serve: Some(args.metrics_addr),
-                lease,
-                namespace: args.namespace,
-                state_key_secret: Some(state_key_secret),
-                callback_path: args.oauth_callback_path,
-                ..Default::default()
-            };
-            lineworks_operator::controller::run(options)
-                .await
-                .map_err(Into::into)
+            async {
+                telemetry::init(cli.log_format);
+                let allowed_hosts = AllowedHosts::new(args.allow_host)?;
+                let settings = lineworks_operator::controller::Settings {
+                    allowed_hosts,
+                    state_lifetime: std::time::Duration::from_secs(args.oauth_state_lifetime_secs),
+                    request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+                    call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
+                    ..Default::default()
+                };
+                let state_key_secret = lineworks_operator::controller::StateKeySecret {
+                    namespace: args.lease_namespace.clone(),
+                    name: args.oauth_state_secret,
+                };
+                let lease =
+                    args.leader_elect
+                        .then(|| lineworks_operator::controller::LeaseOptions {
+                            namespace: args.lease_namespace,
+                            name: args.lease_name,
+                            identity: settings.instance.clone(),
+                            duration_secs: 15,
+                        });
+                let options = lineworks_operator::controller::Options {
+                    settings,
+                    serve: Some(args.metrics_addr),
+                    lease,
+                    namespace: args.namespace,
+                    state_key_secret: Some(state_key_secret),
+                    callback_path: args.oauth_callback_path,
+                    ..Default::default()
+                };
+                lineworks_operator::controller::run(options).await?;
+                Ok(())
+            }
+            .await
         }
         Command::Relay(args) => {
             telemetry::init(cli.log_format);
@@ -226,18 +243,23 @@ async fn main() -> ExitCode {
             listen,
             redirect_url,
             timeout_secs,
-        } => async {
-            let (client, notifier) = target.resolve().await?;
-            let options = lineworks_operator::cli::authorize::AuthorizeOptions {
-                notifier,
-                listen,
-                redirect_url,
-                timeout: std::time::Duration::from_secs(timeout_secs),
-            };
-            lineworks_operator::cli::authorize::run(client, options).await
+            allow_host,
+        } => {
+            async {
+                let allowed_hosts = AllowedHosts::new(allow_host)?;
+                let (client, notifier) = target.resolve().await?;
+                let options = lineworks_operator::cli::authorize::AuthorizeOptions {
+                    allowed_hosts,
+                    notifier,
+                    listen,
+                    redirect_url,
+                    timeout: std::time::Duration::from_secs(timeout_secs),
+                };
+                lineworks_operator::cli::authorize::run(client, options).await?;
+                Ok::<(), Box<dyn std::error::Error>>(())
+            }
+            .await
         }
-        .await
-        .map_err(Into::into),
         Command::Status { target } => async {
             let (client, at) = target.resolve().await?;
             lineworks_operator::cli::status(client, &at).await
@@ -295,6 +317,7 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
     options.queue_capacity = args.queue_capacity;
     options.token_secret = args.token_secret;
     options.client_pacing = !args.no_client_pacing;
+    options.allowed_hosts = AllowedHosts::new(args.allow_host)?;
     if let Some(n) = args.notifier {
         let (ns, name) = n
             .split_once('/')

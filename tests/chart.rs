@@ -290,7 +290,11 @@ async fn controller_under_the_charts_account(scope: &str) {
     } else {
         env.ns.clone()
     };
-    let manifest = template(&env.ns, &[&format!("rbac.scope={scope}")]);
+    // The emulator is on loopback: the installer allows it, as they would a proxy.
+    let manifest = template(
+        &env.ns,
+        &[&format!("rbac.scope={scope}"), "allowedHosts={127.0.0.1}"],
+    );
     apply(&env, &manifest);
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig =
@@ -333,7 +337,7 @@ async fn controller_under_the_charts_account(scope: &str) {
         .spawn()
         .expect("controller starts");
 
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": notifier_ns}, "stringData": good_credentials()});
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": notifier_ns, "annotations": {"lineworks-operator.dev/allowed-notifiers": "front"}}, "stringData": good_credentials()});
     apply(&env, &secret.to_string());
     let notifier = json!({
         "apiVersion": "lineworks-operator.dev/v1alpha1", "kind": "LineWorksNotifier",
@@ -473,6 +477,7 @@ async fn the_documented_relay_sidecar_delivers_under_its_narrow_role() {
     let _relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
         .args([
             "relay",
+            "--allow-host=127.0.0.1",
             &format!("--listen={addr}"),
             &format!("--notifier={}/front-desk", env.ns),
             &format!("--namespace={}", env.ns),

@@ -82,6 +82,7 @@ async fn authorize_with_a_local_callback_stores_tokens_without_reaching_the_clus
             "front",
             "-n",
             &a.env.ns,
+            "--allow-host=127.0.0.1",
             "--listen",
             &local.to_string(),
             "--timeout-secs",

@@ -992,6 +992,7 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
         .args([
             "controller",
+            "--allow-host=127.0.0.1",
             "--namespace",
             &env.ns,
             "--metrics-addr",

@@ -210,6 +210,18 @@ async fn invalid_notifiers_are_refused_with_a_message_that_says_what_to_fix() {
             vec!["apiBaseURL must be an https:// URL"],
         ),
         (
+            "user info hiding another host in the auth base URL",
+            "/spec/authBaseURL",
+            Some(json!("http://localhost:@169.254.169.254/")),
+            vec!["authBaseURL must be an https:// URL without user name"],
+        ),
+        (
+            "a query in the API base URL",
+            "/spec/apiBaseURL",
+            Some(json!("https://www.worksapis.com/v1.0?next=x")),
+            vec!["apiBaseURL must be an https:// URL without user name, query or fragment"],
+        ),
+        (
             "scopes without bot",
             "/spec/auth/scopes",
             Some(json!(["bot.read"])),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lineworks_client::SecretString;
 use lineworks_emulator::Fault;
+use lineworks_operator::endpoints::AllowedHosts;
 use lineworks_operator::relay::{self, RelayHandle, RelayOptions};
 use serde_json::{Value, json};
 use support::lineworks::{ROOM, world};
@@ -53,6 +54,7 @@ impl Setup {
         )
         .await;
         let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+        options.allowed_hosts = AllowedHosts::loopback();
         options.namespace = Some(env.ns.clone());
         options.notifier = Some((env.ns.clone(), "front".into()));
         options.token = Some(SecretString::from(TOKEN));
@@ -1252,5 +1254,28 @@ async fn admission_follows_the_rate_budget_and_a_refused_key_can_be_retried() {
         })
         .count();
     assert_eq!(copies, 1);
+    s.stop().await;
+}
+
+/// Tenant safety item 2 at the relay: a notifier whose apiBaseURL the relay's installer did not
+/// allow gets nothing sent, whatever its status says (here the controller allows all loopback,
+/// the relay only another port).
+#[tokio::test]
+async fn the_relay_sends_nothing_to_a_host_it_does_not_allow() {
+    let s = Setup::new("relay-hosts", json!({}), |o| {
+        o.allowed_hosts = AllowedHosts::new(["127.0.0.1:1".to_string()]).expect("entry");
+    })
+    .await;
+    let (status, body) = s.notify(json!({"visitor": visitor()})).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["title"], "Endpoint not allowed", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--allow-host"),
+        "{body}"
+    );
+    assert!(s.env.emu.delivered().is_empty(), "nothing was sent");
     s.stop().await;
 }

@@ -44,6 +44,7 @@ async fn the_relay_keeps_its_openapi_contract() {
     )
     .await;
     let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+    options.allowed_hosts = lineworks_operator::endpoints::AllowedHosts::loopback();
     options.notifier = Some((env.ns.clone(), "front".into()));
     options.token = Some(SecretString::from(TOKEN));
     options.deadline = Duration::from_secs(3);

@@ -23,6 +23,7 @@ fn spawn_controller(env: &support::operator::Env, log: &std::fs::File) -> Child 
     Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
         .args([
             "controller",
+            "--allow-host=127.0.0.1",
             "--namespace",
             &env.ns,
             "--lease-namespace",

@@ -91,6 +91,8 @@ named_enum! {
         // Authorized
         TokenValid,
         CredentialsSecretMissing,
+        CredentialsSecretNotAllowed,
+        EndpointNotAllowed,
         CredentialsKeyMissing,
         InvalidClientCredentials,
         AuthorizationRequired,

@@ -19,6 +19,22 @@ pub fn managed_selector() -> String {
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
 /// Annotation `<holder> <unix millis>` on a token Secret while a refresh is in flight.
 pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
+/// Annotation by which a Secret's owners let notifiers of its namespace use it for credentials:
+/// notifier names separated by commas, or `*` for every notifier in the namespace. Without it the
+/// controller reads no value from the Secret, so a notifier cannot turn an unrelated Secret (a
+/// database password, another app's key) into a client ID shown in status or a value sent away.
+pub const ALLOWED_NOTIFIERS_ANNOTATION: &str = "lineworks-operator.dev/allowed-notifiers";
+
+/// Whether a Secret annotated with [`ALLOWED_NOTIFIERS_ANNOTATION`] = `allowed` lets `notifier`
+/// use it.
+pub fn secret_allows(allowed: Option<&str>, notifier: &str) -> bool {
+    allowed.is_some_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|name| name == "*" || name == notifier)
+    })
+}
+
 /// Finalizer that revokes a notifier's tokens before it goes.
 pub const REVOKE_FINALIZER: &str = "lineworks-operator.dev/revoke-tokens";
 
@@ -56,3 +72,18 @@ pub const DEFAULT_TEST_TEXT: &str = "LINE WORKS テスト通知";
 pub const DEFAULT_API_BASE_URL: &str = lineworks_client::PUBLIC_API_BASE_URL;
 /// Public LINE WORKS OAuth base URL, used when `spec.authBaseURL` is not set.
 pub const DEFAULT_AUTH_BASE_URL: &str = lineworks_client::PUBLIC_AUTH_BASE_URL;
+
+#[cfg(test)]
+mod tests {
+    use super::secret_allows;
+
+    #[test]
+    fn a_secret_is_usable_only_by_the_notifiers_it_names() {
+        assert!(!secret_allows(None, "front-desk"));
+        assert!(!secret_allows(Some(""), "front-desk"));
+        assert!(!secret_allows(Some("front-desk-2"), "front-desk"));
+        assert!(!secret_allows(Some("front"), "front-desk"));
+        assert!(secret_allows(Some("lobby, front-desk"), "front-desk"));
+        assert!(secret_allows(Some("*"), "front-desk"));
+    }
+}

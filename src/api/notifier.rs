@@ -119,7 +119,9 @@ pub struct LineWorksNotifierSpec {
     pub rate_limit_per_minute: Option<i32>,
 
     /// LINE WORKS API 2.0 base URL. Default https://www.worksapis.com/v1.0. Override for a proxy
-    /// or the local emulator; plain http is allowed only for localhost and 127.0.0.1.
+    /// or the local emulator; plain http is allowed only for localhost and 127.0.0.1, and any
+    /// other host only if the operator's installer allowed it (--allow-host, Helm value
+    /// allowedHosts): access tokens and messages go there.
     #[serde(
         default,
         rename = "apiBaseURL",
@@ -131,7 +133,8 @@ pub struct LineWorksNotifierSpec {
 
     /// LINE WORKS OAuth base URL (…/oauth2/v2.0). Default https://auth.worksmobile.com/oauth2/v2.0.
     /// Override for a proxy or the local emulator; plain http is allowed only for localhost and
-    /// 127.0.0.1.
+    /// 127.0.0.1, and any other host only if the operator's installer allowed it (--allow-host,
+    /// Helm value allowedHosts): the client secret and refresh token go there.
     #[serde(
         default,
         rename = "authBaseURL",
@@ -567,10 +570,10 @@ fn secret_key_shape() -> Rule {
 
 fn base_url_rule(field: &str) -> Rule {
     Rule::new(
-        "isURL(self) && (self.startsWith('https://') || self.startsWith('http://localhost:') || self.startsWith('http://localhost/') || self.startsWith('http://127.0.0.1:') || self.startsWith('http://127.0.0.1/'))",
+        "isURL(self) && !self.contains('@') && !self.contains('?') && !self.contains('#') && (self.startsWith('https://') || self.startsWith('http://localhost:') || self.startsWith('http://localhost/') || self.startsWith('http://127.0.0.1:') || self.startsWith('http://127.0.0.1/'))",
     )
     .message(Message::Message(format!(
-        "{field} must be an https:// URL; plain http is allowed only for localhost or 127.0.0.1 (the emulator)"
+        "{field} must be an https:// URL without user name, query or fragment; plain http is allowed only for localhost or 127.0.0.1 (the emulator). Hosts other than LINE WORKS's must also be allowed by the operator's installer (--allow-host, Helm value allowedHosts)"
     )))
 }
 

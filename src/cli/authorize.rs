@@ -36,6 +36,8 @@ pub struct AuthorizeOptions {
     pub redirect_url: Option<String>,
     /// How long to wait for the administrator and the controller.
     pub timeout: Duration,
+    /// Hosts the notifier's authBaseURL may name besides LINE WORKS's own.
+    pub allowed_hosts: crate::endpoints::AllowedHosts,
 }
 
 pub async fn run(client: Client, options: AuthorizeOptions) -> Result<(), CliError> {
@@ -124,6 +126,10 @@ async fn locally(
         .map_err(|e| CliError::Usage(format!("--redirect-url {redirect}: {e}")))?
         .path()
         .to_string();
+    options
+        .allowed_hosts
+        .check_spec(&notifier.spec)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &options.notifier.namespace);
     let credentials = match credentials::load(&secrets, notifier).await? {
         Ok(c) => c,

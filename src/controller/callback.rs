@@ -183,7 +183,9 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
         }
     };
     let redirect = notifier.spec.redirect_url();
-    let lineworks = ctx.lineworks(&notifier);
+    let lineworks = ctx
+        .lineworks(&notifier)
+        .map_err(|verdict| Refusal::Failed(verdict.message))?;
     let issued = lineworks
         .exchange_code(&credentials.client, &code, redirect)
         .await;

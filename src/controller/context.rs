@@ -9,7 +9,10 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::metrics::{CallMetrics, Metrics};
+use super::verdict::{Verdict, unauthorized};
 use crate::api::LineWorksNotifier;
+use crate::api::conditions::Reason;
+use crate::endpoints::AllowedHosts;
 use lineworks_client::{LineWorksClient, RateLimits};
 
 /// Tunables of the controller.
@@ -26,6 +29,8 @@ pub struct Settings {
     pub instance: String,
     /// How long an authorization URL (its signed `state`) works.
     pub state_lifetime: Duration,
+    /// Hosts a notifier's apiBaseURL/authBaseURL may name besides LINE WORKS's own.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| "lineworks-operator".into()),
             state_lifetime: super::oauth_state::DEFAULT_STATE_LIFETIME,
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -70,11 +76,7 @@ impl Context {
         metrics: Arc<Metrics>,
         state_key: super::oauth_state::StateKey,
     ) -> Result<Self, reqwest::Error> {
-        lineworks_client::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = lineworks_client::http_client(settings.request_timeout)?;
         let reporter = Reporter {
             controller: "lineworks-operator".into(),
             instance: Some(settings.instance.clone()),
@@ -101,15 +103,24 @@ impl Context {
         Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
-    /// A LINE WORKS client for this notifier's endpoints and domain budget.
-    pub fn lineworks(&self, notifier: &LineWorksNotifier) -> LineWorksClient {
+    /// A LINE WORKS client for this notifier's endpoints and domain budget, or the verdict
+    /// refusing an endpoint this installation does not allow (nothing is sent there).
+    pub fn lineworks(&self, notifier: &LineWorksNotifier) -> Result<LineWorksClient, Verdict> {
+        if let Err(refused) = self.settings.allowed_hosts.check_spec(&notifier.spec) {
+            return Err(unauthorized(
+                Reason::EndpointNotAllowed,
+                refused.to_string(),
+            ));
+        }
         let config = notifier.spec.client_config(
             self.settings.request_timeout,
             self.settings.call_deadline,
             true,
         );
-        LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
-            .with_observer(Arc::new(CallMetrics(Arc::clone(&self.metrics))))
+        Ok(
+            LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
+                .with_observer(Arc::new(CallMetrics(Arc::clone(&self.metrics)))),
+        )
     }
 
     /// How long a refresh claim protects a refresh in flight: the longest one refresh call can

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::verdict::{Verdict, unauthorized};
 use crate::api::conditions::Reason;
+use crate::api::contract::{ALLOWED_NOTIFIERS_ANNOTATION, secret_allows};
 use crate::api::{AuthMode, LineWorksNotifier};
 use lineworks_client::{ClientCredentials, ExposeSecret, SecretString, ServiceAccount};
 
@@ -45,6 +46,23 @@ pub async fn load(
             ),
         )));
     };
+    let allowed = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ALLOWED_NOTIFIERS_ANNOTATION));
+    let name = notifier.metadata.name.as_deref().unwrap_or_default();
+    if !secret_allows(allowed.map(String::as_str), name) {
+        // Checked before any value is read: nothing from a Secret that has not opted in reaches
+        // LINE WORKS, status or events.
+        return Ok(Err(unauthorized(
+            Reason::CredentialsSecretNotAllowed,
+            format!(
+                "Secret {} does not allow notifier {name} to use it: if it holds this app's credentials, annotate it with {ALLOWED_NOTIFIERS_ANNOTATION}={name} (notifier names separated by commas, or * for every notifier in this namespace)",
+                reference.name
+            ),
+        )));
+    }
     let value = |key: &str| -> Option<SecretString> {
         let bytes = secret.data.as_ref()?.get(key)?;
         let text = String::from_utf8(bytes.0.clone()).ok()?;

@@ -162,7 +162,14 @@ async fn steps(
     secrets: &Api<Secret>,
     findings: &mut Findings,
 ) -> Result<(), ReconcileError> {
-    let lineworks = ctx.lineworks(notifier);
+    let lineworks = match ctx.lineworks(notifier) {
+        Ok(client) => client,
+        Err(verdict) => {
+            ctx.set_verified(key, None);
+            findings.set(verdict);
+            return Ok(());
+        }
+    };
     let credentials = match credentials::load(secrets, notifier)
         .await
         .map_err(kube_err("reading the credentials Secret"))?

@@ -148,7 +148,16 @@ async fn revoke(
             });
         }
     };
-    let lineworks = ctx.lineworks(notifier);
+    let lineworks = match ctx.lineworks(notifier) {
+        Ok(client) => client,
+        // Never send the tokens and the client secret to a host nobody allowed.
+        Err(verdict) => {
+            return Ok(Revoked::Failed(Failure {
+                message: verdict.message,
+                transient: false,
+            }));
+        }
+    };
     let mut revoked = 0;
     let mut wanted = vec![(stored.tokens.access_token.clone(), TokenKind::Access)];
     if let Some(refresh) = &stored.tokens.refresh_token {

@@ -20,6 +20,7 @@ use super::validation;
 use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use crate::api::deliverable::{Blocked, Deliverable, Delivering};
 use crate::api::{LineWorksNotifier, Route};
+use crate::endpoints::EndpointField;
 
 /// Which notification endpoint was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +214,19 @@ fn deliverable(
             StatusCode::SERVICE_UNAVAILABLE,
             "Notifier suspended",
             format!("{ns}/{name} has spec.suspend: true"),
+        ));
+    }
+    // The controller refuses such a notifier too; the relay checks on its own so that messages
+    // never go to a host its installer did not allow, whatever status says.
+    if let Err(refused) = relay
+        .options
+        .allowed_hosts
+        .check(EndpointField::ApiBaseUrl, notifier.spec.api_base_url())
+    {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Endpoint not allowed",
+            refused.to_string(),
         ));
     }
     // Per target, not Ready as a whole: a broken room or a failed test notification must not

@@ -65,6 +65,8 @@ pub struct RelayOptions {
     pub token_wait: Duration,
     /// Pace calls under the notifier's per-minute budget (off only for measurements).
     pub client_pacing: bool,
+    /// Hosts a notifier's apiBaseURL may name besides LINE WORKS's own.
+    pub allowed_hosts: crate::endpoints::AllowedHosts,
 }
 
 impl RelayOptions {
@@ -84,6 +86,7 @@ impl RelayOptions {
             drain_timeout: Duration::from_secs(30),
             token_wait: Duration::from_secs(10),
             client_pacing: true,
+            allowed_hosts: Default::default(),
         }
     }
 }
@@ -263,9 +266,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         token_secret: options.token_secret.clone(),
     };
     let cache = cache::Cache::start(client, scope, options.token_wait);
-    let http = reqwest::Client::builder()
-        .connect_timeout(options.request_timeout.min(Duration::from_secs(5)))
-        .build()?;
+    let http = lineworks_client::http_client(options.request_timeout)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| RelayError::Listen {

@@ -12,7 +12,9 @@ use lineworks_control_plane::ControlPlane;
 use lineworks_emulator::{Emulator, World};
 use lineworks_operator::api::LineWorksNotifier;
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
+use lineworks_operator::api::contract::ALLOWED_NOTIFIERS_ANNOTATION;
 use lineworks_operator::controller::{self, LeaseOptions, Metrics, Options, Settings};
+use lineworks_operator::endpoints::AllowedHosts;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -51,6 +53,8 @@ pub fn settings() -> Settings {
         backoff_max: Duration::from_secs(2),
         instance: "test-controller".into(),
         state_lifetime: Duration::from_secs(600),
+        // The emulator listens on loopback.
+        allowed_hosts: AllowedHosts::loopback(),
     }
 }
 
@@ -116,9 +120,19 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Server-side applies the credentials Secret with the given string data.
+    /// Server-side applies the credentials Secret with the given string data, opened to every
+    /// notifier of the namespace.
     pub async fn apply_secret(&self, name: &str, data: Value) {
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data});
+        self.apply_secret_allowing(name, data, Some("*")).await;
+    }
+
+    /// Server-side applies the credentials Secret; `allowed` is its allowed-notifiers annotation.
+    pub async fn apply_secret_allowing(&self, name: &str, data: Value, allowed: Option<&str>) {
+        let annotations = match allowed {
+            Some(list) => json!({ALLOWED_NOTIFIERS_ANNOTATION: list}),
+            None => json!({}),
+        };
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "annotations": annotations}, "stringData": data});
         self.secrets()
             .patch(
                 name,

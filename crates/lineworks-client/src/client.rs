@@ -119,6 +119,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The HTTP client settings every LINE WORKS connection uses: a connect timeout, our user agent,
+/// and no redirects. A redirect would carry the bearer token or the client secret to a host
+/// nobody configured (and around the host allow-list), so a 3xx is an error instead.
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// What one call is, for pacing, retries and errors.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Call {
@@ -145,11 +157,7 @@ pub(super) enum Repeat {
 impl LineWorksClient {
     /// A client sharing `limits` with every other client of the process.
     pub fn new(config: ClientConfig, limits: Arc<RateLimits>) -> Result<Self, LineWorksError> {
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = http_client(config.request_timeout)
             .map_err(|e| LineWorksError::InvalidRequest(format!("HTTP client: {e}")))?;
         Ok(Self::with_http(config, limits, http))
     }
@@ -361,6 +369,12 @@ async fn error_from_response(api: Api, response: Response) -> LineWorksError {
     let body = parse_error_body(&text);
     let code = status.as_u16();
     match status {
+        s if s.is_redirection() => LineWorksError::InvalidResponse {
+            api,
+            detail: format!(
+                "HTTP {code} redirect, not followed: set the base URL to the address that answers"
+            ),
+        },
         StatusCode::TOO_MANY_REQUESTS => LineWorksError::RateLimited {
             api,
             retry_after,

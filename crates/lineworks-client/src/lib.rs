@@ -16,7 +16,8 @@ pub use auth::TokenKind;
 pub use bot::{Bot, BotDomain, Channel};
 pub use client::{
     CallObserver, ClientConfig, LineWorksClient, MAX_BODY_BYTES, MAX_REQUESTED_WAIT,
-    PUBLIC_API_BASE_URL, PUBLIC_AUTH_BASE_URL, RetryPolicy, install_crypto_provider, path_segment,
+    PUBLIC_API_BASE_URL, PUBLIC_AUTH_BASE_URL, RetryPolicy, http_client, install_crypto_provider,
+    path_segment,
 };
 pub use credentials::{
     ClientCredentials, ExposeSecret, Refreshed, SecretString, ServiceAccount, TokenSet,
