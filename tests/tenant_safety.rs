@@ -5,12 +5,16 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
+use kube::api::{Patch, PatchParams};
 use lineworks_emulator::Fault;
-use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
+use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
+use lineworks_operator::api::contract::{self, token_secret};
 use lineworks_operator::endpoints::AllowedHosts;
+use lineworks_operator::relay::RelayOptions;
 use serde_json::json;
 use support::lineworks::world;
 use support::operator::{Env, good_credentials};
@@ -235,5 +239,246 @@ async fn redirects_are_not_followed() {
         .await;
     assert!(!c.message.contains(&catcher.url()), "{}", c.message);
     assert_eq!(catcher.connections(), 0, "the redirect was not followed");
+    controller.stop().await;
+}
+
+/// A Ready notifier "front" and a sidecar relay for it (loopback, no caller token).
+async fn ready_notifier_with_relay(
+    env: &Env,
+) -> (
+    support::operator::Running,
+    lineworks_operator::relay::RelayHandle,
+) {
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("front", json!({"rateLimitPerMinute": 240}))
+        .await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+    options.allowed_hosts = AllowedHosts::loopback();
+    options.notifier = Some((env.ns.clone(), "front".into()));
+    options.token_wait = Duration::from_millis(500);
+    options.deadline = Duration::from_secs(3);
+    let relay = lineworks_operator::relay::start(env.client.clone(), options)
+        .await
+        .expect("relay starts");
+    let url = format!("http://{}/v1/notifier", relay.addr);
+    support::wait_for(
+        "the relay sees the Ready notifier",
+        support::operator::WAIT,
+        || {
+            let url = url.clone();
+            async move {
+                let body: serde_json::Value = reqwest::get(&url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if body["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    (controller, relay)
+}
+
+async fn notify(relay: &lineworks_operator::relay::RelayHandle) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/notifications", relay.addr))
+        .json(&json!({"visitor": {"name": "佐藤", "company": "サンプル"}}))
+        .send()
+        .await
+        .expect("answer");
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Item 5: someone who may create Secrets replaces the notifier's token Secret with one that has
+/// the right name and label but was not written by the controller for this notifier. The relay
+/// does not send with the token in it.
+#[tokio::test]
+async fn the_relay_uses_only_a_token_secret_owned_by_its_notifier() {
+    let env = Env::new("tenant-forged-token", world()).await;
+    let (controller, relay) = ready_notifier_with_relay(&env).await;
+    controller.stop().await;
+    let name = token_secret::default_name("front");
+    env.secrets()
+        .delete(&name, &Default::default())
+        .await
+        .expect("delete");
+    let forged = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {contract::MANAGED_BY_LABEL: contract::MANAGED_BY, contract::NOTIFIER_LABEL: "front"}},
+        "stringData": {token_secret::ACCESS_TOKEN: "forged-token"}});
+    env.secrets()
+        .create(
+            &Default::default(),
+            &serde_json::from_value(forged).expect("secret"),
+        )
+        .await
+        .expect("forged Secret");
+    let before = env.emu.requests("send_user_message");
+    let (status, body) = notify(&relay).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NO_TOKEN"),
+        "{body}"
+    );
+    assert_eq!(
+        env.emu.requests("send_user_message"),
+        before,
+        "nothing was sent with the forged token"
+    );
+    relay.shutdown().await;
+}
+
+/// Item 5: an edit the controller has not checked yet (here: no controller running) is not
+/// trusted on the strength of conditions written for the previous spec.
+#[tokio::test]
+async fn the_relay_waits_for_the_controller_to_check_an_edit() {
+    let env = Env::new("tenant-stale", world()).await;
+    let (controller, relay) = ready_notifier_with_relay(&env).await;
+    controller.stop().await;
+    env.patch_spec("front", json!({"defaultUser": "someone-else"}))
+        .await;
+    support::wait_for(
+        "the relay refuses the unchecked edit",
+        support::operator::WAIT,
+        || {
+            let relay = &relay;
+            async move {
+                match notify(relay).await {
+                    (503, body) if body["title"] == "Notifier not yet checked" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        env.emu
+            .delivered()
+            .iter()
+            .all(|d| d.target != "someone-else"),
+        "no DM on the strength of stale conditions"
+    );
+    relay.shutdown().await;
+}
+
+/// Item 5: while new tokens are being obtained, someone swaps the token Secret for one of their
+/// own under the same name. The controller's write conflicts, and on re-reading it finds a Secret
+/// it does not own: it writes nothing into it (its owner could read the tokens).
+#[tokio::test]
+async fn tokens_are_not_written_into_a_secret_swapped_in_meanwhile() {
+    let env = Env::new("tenant-swap", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_good_secret().await;
+    env.apply_notifier("front", json!({})).await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    let name = token_secret::default_name("front");
+    let stored = env.secrets().get(&name).await.expect("token Secret");
+    let token = support::oauth::secret_value(&stored, token_secret::ACCESS_TOKEN);
+    // The next token request is slow, so the swap happens while it is in flight.
+    env.emu.add_fault(Fault {
+        api: "token".into(),
+        // Within the tests' 2 s request timeout.
+        delay_ms: 1_000,
+        times: Some(1),
+        ..Default::default()
+    });
+    let request = json!({"metadata": {"annotations": {
+        contract::REFRESH_REQUESTED_ANNOTATION: lineworks_client::token_fingerprint(&token.into())
+    }}});
+    env.notifiers()
+        .patch("front", &PatchParams::default(), &Patch::Merge(&request))
+        .await
+        .expect("refresh requested");
+    support::wait_for(
+        "the token request is in flight",
+        support::operator::WAIT,
+        || {
+            let pending = env.emu.pending_faults();
+            async move {
+                if pending == 0 {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            }
+        },
+    )
+    .await;
+    env.secrets()
+        .delete(&name, &Default::default())
+        .await
+        .expect("delete");
+    let swapped = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {contract::MANAGED_BY_LABEL: contract::MANAGED_BY}},
+        "stringData": {"mine": "attacker"}});
+    env.secrets()
+        .create(
+            &Default::default(),
+            &serde_json::from_value(swapped).expect("secret"),
+        )
+        .await
+        .expect("swapped Secret");
+    // The refresh finishes (the emulator issues new tokens) and the controller gives up on them.
+    // Done when the controller reports the foreign Secret, or (the failure) has written into it.
+    support::wait_for(
+        "the reconcile after the token call",
+        support::operator::WAIT,
+        || {
+            let env = &env;
+            let name = name.clone();
+            async move {
+                let n = env
+                    .notifiers()
+                    .get("front")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let s = env.secrets().get(&name).await.map_err(|e| e.to_string())?;
+                let written = s
+                    .data
+                    .is_some_and(|d| d.contains_key(token_secret::ACCESS_TOKEN));
+                let reported = n
+                    .condition(ConditionType::Authorized)
+                    .is_some_and(|c| c.is(ConditionStatus::False));
+                if written || reported {
+                    Ok(())
+                } else {
+                    Err("still Authorized".to_string())
+                }
+            }
+        },
+    )
+    .await;
+    let after = env.secrets().get(&name).await.expect("Secret");
+    let keys: Vec<String> = after.data.unwrap_or_default().into_keys().collect();
+    assert_eq!(
+        keys,
+        vec!["mine".to_string()],
+        "no token was written into it"
+    );
     controller.stop().await;
 }

@@ -14,6 +14,21 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }
 
+/// Whether an object (a token Secret) is controlled by the notifier with this UID: the one proof
+/// that the controller wrote it for that notifier. A name and a label can be forged by anyone
+/// who may create Secrets in the namespace; an ownerReference to a UID cannot be guessed.
+pub fn controlled_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    owner_uid: Option<&str>,
+) -> bool {
+    owner_uid.is_some_and(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    })
+}
+
 /// Annotation on a notifier through which the relay asks the controller for a new token: the
 /// [`token_fingerprint`](lineworks_client::token_fingerprint) of the token LINE WORKS rejected.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";

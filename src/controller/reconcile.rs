@@ -35,6 +35,12 @@ pub enum ReconcileError {
     NoNamespace,
     #[error("the token Secret kept changing while new tokens were being stored")]
     Conflict,
+    #[error(
+        "Secret {0} appeared while new tokens were being stored and is not owned by this notifier; the tokens were not written into it"
+    )]
+    ForeignTokenSecret(String),
+    #[error("the reconcile panicked (a bug; please report it): {0}")]
+    Panicked(String),
     #[error("revoking the tokens: {0}")]
     Revocation(String),
     #[error("finalizer: {0}")]
@@ -46,6 +52,33 @@ pub(super) fn kube_err(action: &'static str) -> impl FnOnce(kube::Error) -> Reco
 }
 
 pub async fn reconcile(
+    notifier: Arc<LineWorksNotifier>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    contain_panic(reconcile_unguarded(notifier, ctx)).await
+}
+
+/// Runs one reconcile so that a panic in it (a bug meeting one object's odd input) is that
+/// object's error, retried with backoff, instead of unwinding through the controller's loop and
+/// stopping every other notifier.
+pub(super) async fn contain_panic(
+    reconcile: impl std::future::Future<Output = Result<Action, ReconcileError>>,
+) -> Result<Action, ReconcileError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ReconcileError::Panicked(what))
+        }
+    }
+}
+
+async fn reconcile_unguarded(
     notifier: Arc<LineWorksNotifier>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
@@ -216,4 +249,28 @@ async fn steps(
             .unwrap_or_default(),
     );
     test_notification::run(notifier, notifiers, &lineworks, &authorized.token, findings).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_an_error_of_that_object() {
+        let panicking = async {
+            let input: Vec<u8> = Vec::new();
+            // Index out of range, as a bug meeting odd input would.
+            let byte = input[usize::from(input.is_empty())];
+            Ok(Action::requeue(Duration::from_secs(u64::from(byte))))
+        };
+        match contain_panic(panicking).await {
+            Err(ReconcileError::Panicked(what)) => {
+                assert!(what.contains("index out of bounds"), "{what}")
+            }
+            other => panic!("not contained: {other:?}"),
+        }
+        // The next reconcile runs normally.
+        let fine = contain_panic(async { Ok(Action::await_change()) }).await;
+        assert!(fine.is_ok());
+    }
 }

@@ -29,7 +29,7 @@ use crate::api::contract::token_secret::{
     SCOPE, TOKEN_TYPE,
 };
 use crate::api::contract::{
-    MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION,
+    MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION, controlled_by,
 };
 
 /// Why the last authorization failed at the callback.
@@ -129,12 +129,7 @@ pub async fn read(
     let Some(secret) = secrets.get_opt(&notifier.token_secret_name()).await? else {
         return Ok(Found::Nothing);
     };
-    let uid = notifier.uid().unwrap_or_default();
-    let owned = secret
-        .owner_references()
-        .iter()
-        .any(|o| o.uid == uid && o.controller == Some(true));
-    if !owned {
+    if !controlled_by(&secret.metadata, notifier.metadata.uid.as_deref()) {
         return Ok(Found::Foreign);
     }
     let data = secret.data.clone().unwrap_or_default();
@@ -347,11 +342,20 @@ pub async fn store(
         match write(secrets, notifier, tokens, fingerprint, version.clone()).await {
             Ok(()) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                version = secrets
+                let current = secrets
                     .get_opt(&notifier.token_secret_name())
                     .await
-                    .map_err(kube_err("re-reading the token Secret"))?
-                    .and_then(|s| s.resource_version());
+                    .map_err(kube_err("re-reading the token Secret"))?;
+                // Someone else's Secret took the name meanwhile: never write tokens into it
+                // (its owner could read them); the tokens are dropped and obtained again later.
+                if let Some(secret) = &current
+                    && !controlled_by(&secret.metadata, notifier.metadata.uid.as_deref())
+                {
+                    return Err(ReconcileError::ForeignTokenSecret(
+                        notifier.token_secret_name(),
+                    ));
+                }
+                version = current.and_then(|s| s.resource_version());
             }
             Err(e) => return Err(kube_err("writing the token Secret")(e)),
         }

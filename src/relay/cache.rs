@@ -89,12 +89,15 @@ impl Cache {
         self.notifiers.get(&ObjectRef::new(name).within(ns))
     }
 
-    /// The access token the controller stored for `notifier`, if the watch has seen it.
+    /// The access token the controller stored for `notifier`, if the watch has seen it. Only a
+    /// Secret controlled by this very notifier (its UID) counts: one that merely carries the
+    /// label and the name (created by anyone who may create Secrets) is ignored.
     pub fn token(&self, notifier: &LineWorksNotifier) -> Option<SecretString> {
         let ns = notifier.namespace()?;
         let secret = self
             .secrets
-            .get(&ObjectRef::new(&notifier.token_secret_name()).within(&ns))?;
+            .get(&ObjectRef::new(&notifier.token_secret_name()).within(&ns))
+            .filter(|s| contract::controlled_by(&s.metadata, notifier.metadata.uid.as_deref()))?;
         let bytes = secret.data.as_ref()?.get(token_secret::ACCESS_TOKEN)?;
         String::from_utf8(bytes.0.clone())
             .ok()

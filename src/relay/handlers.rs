@@ -229,6 +229,21 @@ fn deliverable(
             refused.to_string(),
         ));
     }
+    // Conditions describe the spec the controller last looked at; after an edit they may vouch
+    // for a room or user the spec no longer names (or for a host it no longer uses).
+    let generation = notifier.metadata.generation;
+    let observed = notifier.status.as_ref().and_then(|s| s.observed_generation);
+    if generation.is_some() && observed < generation {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Notifier not yet checked",
+            format!(
+                "{ns}/{name} changed (generation {}) and the controller has not checked it yet (observed {}); retry shortly",
+                generation.unwrap_or_default(),
+                observed.unwrap_or_default()
+            ),
+        ));
+    }
     // Per target, not Ready as a whole: a broken room or a failed test notification must not
     // keep a visitor's host from getting the DM.
     let Deliverable { dm, room } = notifier.deliverable();

@@ -303,6 +303,11 @@ impl Emulator {
         self.state.lock().faults.push(fault);
     }
 
+    /// Faults not yet applied (a fault is applied when its request arrives, before any delay).
+    pub fn pending_faults(&self) -> usize {
+        self.state.lock().faults.len()
+    }
+
     pub fn clear_faults(&self) {
         self.state.lock().faults.clear();
     }
