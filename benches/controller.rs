@@ -364,7 +364,7 @@ async fn main() {
                             name,
                             &PatchParams::default(),
                             &Patch::Merge(
-                                json!({"metadata": {"annotations": {"resync": round.to_string()}}}),
+                                json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": round.to_string()}}}),
                             ),
                         )
                         .await

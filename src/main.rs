@@ -145,6 +145,9 @@ struct ControllerArgs {
     /// Longest one LINE WORKS call may retry, in milliseconds.
     #[arg(long, default_value_t = 20_000, hide = true)]
     call_deadline_ms: u64,
+    /// Shortest time between two renewals of one token, in milliseconds (tests shorten it).
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    renewal_floor_ms: u64,
     /// Allow spec.apiBaseURL/authBaseURL to name this host (or host:port) besides LINE WORKS's
     /// own; repeat or separate with commas. Default: none.
     #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
@@ -203,6 +206,7 @@ async fn main() -> ExitCode {
                     state_lifetime: std::time::Duration::from_secs(args.oauth_state_lifetime_secs),
                     request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
                     call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
+                    renewal_floor: std::time::Duration::from_millis(args.renewal_floor_ms),
                     ..Default::default()
                 };
                 let state_key_secret = lineworks_operator::controller::StateKeySecret {

@@ -52,7 +52,7 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
         .patch(
             "front",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": "1"}}})),
         )
         .await
         .expect("annotated");

@@ -112,7 +112,7 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
             .all(|e| !e.message.as_deref().unwrap_or_default().contains(&access))
     );
 
-    // Steady state: resyncs (here: metadata changes) make no LINE WORKS call.
+    // Steady state: resyncs (here: requested reconciles) make no LINE WORKS call.
     let calls = env.emu.total_requests();
     for i in 0..5 {
         // One resync at a time, each waited for (the controller coalesces queued ones).
@@ -121,7 +121,7 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
             .patch(
                 "reception",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"touch": i.to_string()}}})),
+                &Patch::Merge(json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": i.to_string()}}})),
             )
             .await
             .expect("annotate");
@@ -501,7 +501,7 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
         .patch(
             "n",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": "1"}}})),
         )
         .await
         .expect("poke");
@@ -993,6 +993,7 @@ async fn the_controller_binary_serves_health_and_metrics_and_logs_no_secret() {
         .args([
             "controller",
             "--allow-host=127.0.0.1",
+            "--renewal-floor-ms=1000",
             "--namespace",
             &env.ns,
             "--metrics-addr",

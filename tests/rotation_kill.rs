@@ -34,6 +34,9 @@ fn spawn_controller(env: &support::operator::Env, log: &std::fs::File) -> Child 
             "1000",
             "--call-deadline-ms",
             "1000",
+            // This test wants as many refreshes as it can get: no floor between them.
+            "--renewal-floor-ms",
+            "0",
         ])
         .env("KUBECONFIG", env.plane.kubeconfig_path())
         .env("RUST_LOG", "info")

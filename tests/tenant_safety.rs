@@ -13,6 +13,7 @@ use kube::api::{Patch, PatchParams};
 use lineworks_emulator::Fault;
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use lineworks_operator::api::contract::{self, token_secret};
+use lineworks_operator::controller::Written;
 use lineworks_operator::endpoints::AllowedHosts;
 use lineworks_operator::relay::RelayOptions;
 use serde_json::json;
@@ -481,4 +482,94 @@ async fn tokens_are_not_written_into_a_secret_swapped_in_meanwhile() {
         "no token was written into it"
     );
     controller.stop().await;
+}
+
+/// Item 8: a token endpoint handing out tokens that live one second, then an API answering 401
+/// to everything while a relay keeps reporting the token rejected. Both cost a bounded number of
+/// token requests and writes per window: one renewal per floor, not one per reconcile.
+#[tokio::test]
+async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() {
+    const FLOOR: Duration = Duration::from_secs(3);
+    const WINDOW: Duration = Duration::from_secs(12);
+    let mut w = world();
+    w.apps[0].access_token_lifetime_secs = 1;
+    let env = Env::new("tenant-loops", w).await;
+    let controller = env.start_controller_with(None, |o| o.settings.renewal_floor = FLOOR);
+    env.apply_good_secret().await;
+    env.apply_notifier("front", json!({})).await;
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    // At most one renewal per floor, plus one for a window boundary; a renewal of a Service
+    // Account token is up to two token requests (the refresh token, then a fresh JWT grant).
+    let attempts = WINDOW.as_secs() / FLOOR.as_secs() + 1;
+    let bound = 2 * attempts;
+    let measure = |what: &'static str| {
+        let env = &env;
+        let metrics = Arc::clone(&controller.metrics);
+        async move {
+            let tokens = env.emu.requests("token");
+            let status = metrics.writes(Written::Status);
+            let secret = metrics.writes(Written::TokenSecret);
+            // The observation window of the measurement, not a synchronisation.
+            tokio::time::sleep(WINDOW).await;
+            let tokens = env.emu.requests("token") - tokens;
+            let status = metrics.writes(Written::Status) - status;
+            let secret = metrics.writes(Written::TokenSecret) - secret;
+            eprintln!(
+                "{what}: {tokens} token requests, {status} status and {secret} token Secret writes in {WINDOW:?}"
+            );
+            (tokens, status, secret)
+        }
+    };
+    let (tokens, status, secret) = measure("1-second tokens").await;
+    assert!(tokens >= 2, "tokens are still renewed: {tokens}");
+    assert!(tokens <= bound, "{tokens} token requests > {bound}");
+    assert!(
+        secret <= bound && status <= 2 * bound,
+        "{secret} / {status} writes"
+    );
+
+    // Everything answers 401 and a relay reports each token rejected as soon as it sees it.
+    env.emu.add_fault(Fault {
+        api: "*".into(),
+        status: Some(401),
+        body: Some(json!({"code": "UNAUTHORIZED", "description": "Authentication failed"})),
+        ..Default::default()
+    });
+    let reporting = tokio::spawn({
+        let notifiers = env.notifiers();
+        let secrets = env.secrets();
+        async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                interval.tick().await;
+                let Ok(s) = secrets.get(&token_secret::default_name("front")).await else {
+                    continue;
+                };
+                let token = support::oauth::secret_value(&s, token_secret::ACCESS_TOKEN);
+                let request = json!({"metadata": {"annotations": {
+                    contract::REFRESH_REQUESTED_ANNOTATION: lineworks_client::token_fingerprint(&token.into())
+                }}});
+                let _ = notifiers
+                    .patch("front", &PatchParams::default(), &Patch::Merge(&request))
+                    .await;
+            }
+        }
+    });
+    let (tokens, status, secret) = measure("401 forever").await;
+    reporting.abort();
+    assert!(tokens <= bound, "{tokens} token requests > {bound}");
+    assert!(
+        secret <= bound && status <= 2 * bound,
+        "{secret} / {status} writes"
+    );
+    let calls = env.emu.total_requests();
+    env.emu.clear_faults();
+    controller.stop().await;
+    eprintln!("total LINE WORKS requests: {calls}");
 }

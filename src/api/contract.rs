@@ -32,6 +32,10 @@ pub fn controlled_by(
 /// Annotation on a notifier through which the relay asks the controller for a new token: the
 /// [`token_fingerprint`](lineworks_client::token_fingerprint) of the token LINE WORKS rejected.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
+/// Annotation on a notifier that asks for a reconcile now (any new value, e.g. a timestamp), the
+/// way Flux's `reconcile.fluxcd.io/requestedAt` does. Other metadata changes do not wake the
+/// controller: it acts on the spec, this annotation, the relay's refresh request and deletion.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/reconcile-requested-at";
 /// Annotation `<holder> <unix millis>` on a token Secret while a refresh is in flight.
 pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
 /// Annotation by which a Secret's owners let notifiers of its namespace use it for credentials:

@@ -3,8 +3,9 @@
 //! serviceAccount mode renews with the refresh token and falls back to a fresh JWT grant.
 //! userAccount mode can only refresh: without a refresh token it offers an authorization URL
 //! for an administrator, and each refresh is claimed on the token Secret first (see
-//! docs/design.md, "Refresh with Refresh Token Rotation ON"). New tokens are stored before they
-//! are used: with rotation ON the old refresh token is already dead.
+//! docs/design.md, "Refresh with Refresh Token Rotation ON"; that flow is in `user_account.rs`).
+//! New tokens are stored before they are used: with rotation ON the old refresh token is already
+//! dead. No token request goes out sooner than the renewal floor after the last one.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,9 +19,9 @@ use lineworks_client::{
 
 use super::context::Context;
 use super::credentials::Credentials;
-use super::diagnosis::{self, Diagnosis};
+use super::diagnosis;
 use super::findings::Findings;
-use super::metrics::Grant;
+use super::metrics::{Grant, Written};
 use super::reconcile::{ReconcileError, kube_err};
 use super::tokens::{self, Found, RefreshClaim, Stored};
 use super::verdict::{Verdict, unauthorized};
@@ -60,18 +61,18 @@ pub struct Authorizer<'a> {
 }
 
 /// The token Secret as this reconcile found it.
-struct TokenSecret {
+pub(super) struct TokenSecret {
     /// Tokens obtained with the current credentials, if any.
-    usable: Option<Box<Stored>>,
-    pending_state: Option<String>,
-    claim: Option<RefreshClaim>,
+    pub(super) usable: Option<Box<Stored>>,
+    pub(super) pending_state: Option<String>,
+    pub(super) claim: Option<RefreshClaim>,
     /// The last authorization failed at the callback with the current credentials.
-    failure: Option<String>,
-    secret: Option<Box<Secret>>,
+    pub(super) failure: Option<String>,
+    pub(super) secret: Option<Box<Secret>>,
 }
 
 /// How a token request went.
-enum Attempt {
+pub(super) enum Attempt {
     /// A grant was sent; `claimed` is the token Secret as the refresh claim left it.
     Sent {
         result: Result<TokenSet, LineWorksError>,
@@ -79,6 +80,20 @@ enum Attempt {
     },
     /// Nothing can be obtained now; the verdict saying why is set.
     Stopped,
+    /// The renewal floor has not passed: the current token stays in use (unless it was just
+    /// refused), and the verdict says when the next request goes out.
+    Deferred(Option<Authorized>),
+}
+
+/// Whether a token request may go out now: a floor after the current token was issued and
+/// after the last attempt to replace it, so a token endpoint handing out 1-second tokens, or an
+/// API (or relay) rejecting every token, costs one token request per floor, not one per
+/// reconcile.
+pub(super) struct Gate {
+    pub(super) renewal: Renewal,
+    /// When a request may go out; `None` when there is no token to keep using.
+    pub(super) earliest: Option<SystemTime>,
+    pub(super) now: SystemTime,
 }
 
 impl Authorizer<'_> {
@@ -92,13 +107,20 @@ impl Authorizer<'_> {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let renew_now = renewal == Renewal::Now || self.relay_saw_rejected(&stored);
+        let floor = self.ctx.settings.renewal_floor;
+        // The stored token is known rejected (by LINE WORKS, or as the relay reports).
+        let forced = renewal == Renewal::Now || self.relay_saw_rejected(&stored);
         if let Some(s) = &stored.usable
-            && !renew_now
-            && tokens::renew_at(&s.tokens) > now
+            && !forced
+            && tokens::renew_at(&s.tokens, floor) > now
         {
-            return Ok(Some(accept(&s.tokens, findings)));
+            return Ok(Some(accept(&s.tokens, floor, findings)));
         }
+        let gate = Gate {
+            renewal,
+            earliest: self.earliest_renewal(&stored, now),
+            now,
+        };
         let previous_refresh = stored
             .usable
             .as_ref()
@@ -107,17 +129,23 @@ impl Authorizer<'_> {
             self.notifier.spec.auth.mode,
             &self.credentials.service_account,
         ) {
-            (AuthMode::ServiceAccount, Some(account)) => Attempt::Sent {
-                result: self
-                    .service_account_tokens(account, previous_refresh.as_ref())
-                    .await,
-                claimed: None,
-            },
-            _ => self.user_account_tokens(&stored, now, findings).await?,
+            (AuthMode::ServiceAccount, Some(account)) => {
+                match self.pass(&gate, &stored, findings) {
+                    Err(deferred) => deferred,
+                    Ok(()) => Attempt::Sent {
+                        result: self
+                            .service_account_tokens(account, previous_refresh.as_ref())
+                            .await,
+                        claimed: None,
+                    },
+                }
+            }
+            _ => self.user_account_tokens(&stored, &gate, findings).await?,
         };
         let (result, claimed) = match attempt {
             Attempt::Sent { result, claimed } => (result, claimed),
             Attempt::Stopped => return Ok(None),
+            Attempt::Deferred(authorized) => return Ok(authorized),
         };
         let tokens = match result {
             Ok(t) => t,
@@ -125,7 +153,7 @@ impl Authorizer<'_> {
                 return Ok(keep_current_on_passing_failure(
                     self.notifier,
                     &e,
-                    stored.usable.as_deref().filter(|_| !renew_now),
+                    stored.usable.as_deref().filter(|_| !forced),
                     now,
                     findings,
                 ));
@@ -143,6 +171,7 @@ impl Authorizer<'_> {
             version,
         )
         .await?;
+        self.ctx.metrics.wrote(Written::TokenSecret);
         let same_refresh = tokens
             .refresh_token
             .as_ref()
@@ -153,7 +182,65 @@ impl Authorizer<'_> {
                 tokens.issued_at + REFRESH_TOKEN_LIFETIME,
             )));
         }
-        Ok(Some(accept(&tokens, findings)))
+        Ok(Some(accept(&tokens, floor, findings)))
+    }
+
+    /// When the current token may be replaced, if there is one.
+    fn earliest_renewal(&self, stored: &TokenSecret, now: SystemTime) -> Option<SystemTime> {
+        let floor = self.ctx.settings.renewal_floor;
+        let issued = stored.usable.as_ref()?.tokens.issued_at;
+        let attempted = self.ctx.last_renewal_attempt(&self.key());
+        Some(
+            [Some(issued), attempted]
+                .into_iter()
+                .flatten()
+                .max()
+                .map_or(now, |t| t + floor),
+        )
+    }
+
+    fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.notifier.namespace().unwrap_or_default(),
+            self.notifier.name_any()
+        )
+    }
+
+    /// `Ok` when a token request may go out now (recorded as this notifier's last attempt);
+    /// otherwise the deferral to return instead.
+    pub(super) fn pass(
+        &self,
+        gate: &Gate,
+        stored: &TokenSecret,
+        findings: &mut Findings,
+    ) -> Result<(), Attempt> {
+        let (Some(earliest), Some(current)) = (gate.earliest, stored.usable.as_ref()) else {
+            return Ok(());
+        };
+        if earliest <= gate.now {
+            self.ctx.renewal_attempted(&self.key(), gate.now);
+            return Ok(());
+        }
+        if gate.renewal == Renewal::Now {
+            // LINE WORKS just refused this token: report the wait instead of checking again
+            // with the refused token.
+            findings.transient = true;
+            findings.set(Verdict::new(
+                ConditionType::Authorized,
+                ConditionStatus::Unknown,
+                Reason::Reconciling,
+                format!(
+                    "LINE WORKS refused the access token; a new one is requested at most once every {}s, next in {}s",
+                    self.ctx.settings.renewal_floor.as_secs(),
+                    earliest.duration_since(gate.now).unwrap_or_default().as_secs()
+                ),
+            ));
+            return Err(Attempt::Deferred(None));
+        }
+        let mut authorized = accept(&current.tokens, self.ctx.settings.renewal_floor, findings);
+        authorized.renew_at = earliest;
+        Err(Attempt::Deferred(Some(authorized)))
     }
 
     /// Reads the token Secret; `None` after a verdict when it belongs to someone else.
@@ -243,182 +330,6 @@ impl Authorizer<'_> {
             .await;
         metrics.count_grant(Grant::Jwt, issued)
     }
-
-    /// userAccount: refresh under a claim, or ask an administrator to authorize.
-    async fn user_account_tokens(
-        &self,
-        stored: &TokenSecret,
-        now: SystemTime,
-        findings: &mut Findings,
-    ) -> Result<Attempt, ReconcileError> {
-        let refresh = stored
-            .usable
-            .as_ref()
-            .and_then(|s| s.tokens.refresh_token.as_ref());
-        let (Some(refresh), Some(secret)) = (refresh, &stored.secret) else {
-            let url = self
-                .offer_authorization(stored.secret.as_deref(), stored.pending_state.as_deref())
-                .await?;
-            findings.status.authorization_url = Some(url);
-            findings.set(match &stored.failure {
-                Some(code) => diagnosis::authorization_failed(&self.notifier.spec, code),
-                None => unauthorized(
-                    Reason::AuthorizationRequired,
-                    format!(
-                        "a LINE WORKS super or sub administrator must authorize the app once: {} (or run `lineworks-operator authorize {}/{} --listen …` for a local callback)",
-                        diagnosis::OPEN_THE_LINK,
-                        self.notifier.namespace().unwrap_or_default(),
-                        self.notifier.name_any()
-                    ),
-                ),
-            });
-            return Ok(Attempt::Stopped);
-        };
-        // An administrator has been asked to authorize again: the refresh token was refused,
-        // so asking LINE WORKS again would only repeat the refusal.
-        if stored.pending_state.is_some() {
-            let url = self
-                .offer_authorization(Some(secret), stored.pending_state.as_deref())
-                .await?;
-            findings.status.authorization_url = Some(url);
-            findings.set(diagnosis::reauthorization(
-                self.notifier.condition(ConditionType::Authorized),
-            ));
-            return Ok(Attempt::Stopped);
-        }
-        // Single flight across processes: another holder's fresh claim means wait; a stale one
-        // (or our own, left by a refresh whose answer never came) means it was interrupted.
-        let interrupted = match &stored.claim {
-            Some(c) if c.holder != self.ctx.instance => {
-                let age = now.duration_since(c.since).unwrap_or_default();
-                if age < self.ctx.refresh_claim_ttl() {
-                    findings.transient = true;
-                    findings.set(Verdict::new(
-                        ConditionType::Authorized,
-                        ConditionStatus::Unknown,
-                        Reason::Reconciling,
-                        format!(
-                            "{} is refreshing the token (for {}s); waiting for it",
-                            c.holder,
-                            age.as_secs()
-                        ),
-                    ));
-                    return Ok(Attempt::Stopped);
-                }
-                Some(c.clone())
-            }
-            other => other.clone(),
-        };
-        self.refresh_under_claim(secret, refresh, interrupted.as_ref(), now, findings)
-            .await
-    }
-
-    /// Claims the refresh on the token Secret, then sends it. A refusal asks for authorization,
-    /// naming an interrupted predecessor when there was one.
-    async fn refresh_under_claim(
-        &self,
-        secret: &Secret,
-        refresh: &SecretString,
-        interrupted: Option<&RefreshClaim>,
-        now: SystemTime,
-        findings: &mut Findings,
-    ) -> Result<Attempt, ReconcileError> {
-        let mine = RefreshClaim {
-            holder: self.ctx.instance.clone(),
-            since: now,
-        };
-        let marked = tokens::claim_refresh(self.secrets, secret, &mine)
-            .await
-            .map_err(kube_err("claiming the token refresh"))?;
-        let refreshed = self
-            .lineworks
-            .refresh(&self.credentials.client, refresh)
-            .await
-            .map(|r| r.tokens);
-        let result = self.ctx.metrics.count_grant(Grant::Refresh, refreshed);
-        let Err(e) = &result else {
-            return Ok(Attempt::Sent {
-                result,
-                claimed: Some(Box::new(marked)),
-            });
-        };
-        if e.maybe_processed() {
-            // LINE WORKS may have rotated the token: the claim stays as the record.
-        } else if let Err(release) = tokens::release_claim(self.secrets, &marked).await {
-            tracing::warn!(error = %release, "could not release the refresh claim");
-        }
-        if e.may_pass() {
-            return Ok(Attempt::Sent {
-                result,
-                claimed: Some(Box::new(marked)),
-            });
-        }
-        let Diagnosis {
-            mut verdicts,
-            passing,
-        } = diagnosis::token_failure(&self.notifier.spec, e);
-        let url = self.offer_authorization(None, None).await?;
-        for verdict in &mut verdicts {
-            verdict.message = match interrupted {
-                Some(c) => format!(
-                    "a token refresh started by {} at {} never finished (the controller stopped or lost LINE WORKS's answer), and LINE WORKS now refuses the refresh token ({e}): with Refresh Token Rotation ON it had already been replaced. An administrator must authorize again: {}",
-                    c.holder,
-                    to_timestamp(c.since),
-                    diagnosis::OPEN_THE_LINK
-                ),
-                None => format!("{}: {}", verdict.message, diagnosis::OPEN_THE_LINK),
-            };
-        }
-        findings.status.authorization_url = Some(url);
-        findings.diagnose(Diagnosis { verdicts, passing });
-        Ok(Attempt::Stopped)
-    }
-
-    /// The URL an administrator opens, with a signed `state` kept in the token Secret. The
-    /// current one is reused while it has a quarter of its lifetime left, so status does not
-    /// churn.
-    async fn offer_authorization(
-        &self,
-        secret: Option<&Secret>,
-        pending: Option<&str>,
-    ) -> Result<String, ReconcileError> {
-        let (notifier, ctx) = (self.notifier, self.ctx);
-        let lifetime = ctx.settings.state_lifetime;
-        let reusable = pending.filter(|state| {
-            ctx.state_key.verify(state).is_ok_and(|claims| {
-                claims.uid == notifier.uid().unwrap_or_default()
-                    && claims
-                        .expires_at()
-                        .duration_since(SystemTime::now())
-                        .is_ok_and(|left| left > lifetime / 4)
-            })
-        });
-        let state = match reusable {
-            Some(state) => state.to_string(),
-            None => {
-                let minted = ctx.state_key.mint(notifier, lifetime);
-                // Read again when the caller has no current copy (it may have just changed).
-                let current = match secret {
-                    Some(s) => Some(s.clone()),
-                    None => self
-                        .secrets
-                        .get_opt(&notifier.token_secret_name())
-                        .await
-                        .map_err(kube_err("reading the token Secret"))?,
-                };
-                tokens::set_pending_state(self.secrets, notifier, current.as_ref(), &minted.token)
-                    .await
-                    .map_err(kube_err("storing the authorization state"))?;
-                minted.token
-            }
-        };
-        Ok(self.lineworks.authorize_url(
-            &self.credentials.client.client_id,
-            notifier.spec.redirect_url(),
-            &notifier.spec.auth.scopes,
-            &state,
-        ))
-    }
 }
 
 /// A renewal that failed for a passing reason leaves the current token in use while it lasts:
@@ -443,7 +354,7 @@ fn keep_current_on_passing_failure(
         .first()
         .map(|v| v.message.clone())
         .unwrap_or_default();
-    let mut authorized = accept(&current.tokens, findings);
+    let mut authorized = accept(&current.tokens, Duration::ZERO, findings);
     findings.set(Verdict::new(
         ConditionType::Authorized,
         ConditionStatus::True,
@@ -457,7 +368,7 @@ fn keep_current_on_passing_failure(
 }
 
 /// Authorized=True for `tokens`, which are now the ones in use.
-fn accept(tokens: &TokenSet, findings: &mut Findings) -> Authorized {
+pub(super) fn accept(tokens: &TokenSet, floor: Duration, findings: &mut Findings) -> Authorized {
     findings.status.access_token_expires_at = Some(Time(to_timestamp(tokens.expires_at())));
     findings.status.authorization_url = None;
     findings.set(Verdict::new(
@@ -471,7 +382,7 @@ fn accept(tokens: &TokenSet, findings: &mut Findings) -> Authorized {
     ));
     Authorized {
         token: tokens.access_token.clone(),
-        renew_at: tokens::renew_at(tokens),
+        renew_at: tokens::renew_at(tokens, floor),
         version: unix_seconds(tokens.issued_at).to_string(),
     }
 }

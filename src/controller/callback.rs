@@ -217,5 +217,6 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
     )
     .await
     .map_err(|e| Refusal::Failed(e.to_string()))?;
+    ctx.metrics.wrote(super::metrics::Written::TokenSecret);
     Ok(key)
 }

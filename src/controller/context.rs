@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,6 +14,9 @@ use crate::api::LineWorksNotifier;
 use crate::api::conditions::Reason;
 use crate::endpoints::AllowedHosts;
 use lineworks_client::{LineWorksClient, RateLimits};
+
+/// Default of [`Settings::renewal_floor`].
+pub const DEFAULT_RENEWAL_FLOOR: Duration = Duration::from_secs(60);
 
 /// Tunables of the controller.
 #[derive(Clone, Debug)]
@@ -31,6 +34,9 @@ pub struct Settings {
     pub state_lifetime: Duration,
     /// Hosts a notifier's apiBaseURL/authBaseURL may name besides LINE WORKS's own.
     pub allowed_hosts: AllowedHosts,
+    /// The shortest time between two renewals of one notifier's token, whatever `expires_in`
+    /// says and however often the relay reports the token rejected.
+    pub renewal_floor: Duration,
 }
 
 impl Default for Settings {
@@ -46,6 +52,7 @@ impl Default for Settings {
                 .unwrap_or_else(|| "lineworks-operator".into()),
             state_lifetime: super::oauth_state::DEFAULT_STATE_LIFETIME,
             allowed_hosts: AllowedHosts::default(),
+            renewal_floor: DEFAULT_RENEWAL_FLOOR,
         }
     }
 }
@@ -67,6 +74,8 @@ pub struct Context {
     verified: Mutex<HashMap<String, String>>,
     /// Per notifier: consecutive failed reconciles, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per notifier: the last attempt to replace an existing token (the renewal floor).
+    renewal_attempts: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl Context {
@@ -93,6 +102,7 @@ impl Context {
             http,
             verified: Mutex::default(),
             failures: Mutex::default(),
+            renewal_attempts: Mutex::default(),
         })
     }
 
@@ -165,6 +175,16 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.reset_backoff(key);
         self.set_verified(key, None);
+        lock(&self.renewal_attempts).remove(key);
+    }
+
+    /// When this process last tried to replace the notifier's existing token.
+    pub fn last_renewal_attempt(&self, key: &str) -> Option<SystemTime> {
+        lock(&self.renewal_attempts).get(key).copied()
+    }
+
+    pub fn renewal_attempted(&self, key: &str, at: SystemTime) {
+        lock(&self.renewal_attempts).insert(key.to_string(), at);
     }
 }
 

@@ -56,6 +56,30 @@ pub struct CallLabel {
     pub status: String,
 }
 
+/// What the controller wrote, as counted in `kube_writes{object}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Status,
+    TokenSecret,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabel {
+    pub object: String,
+}
+
+impl Written {
+    fn label(self) -> ObjectLabel {
+        ObjectLabel {
+            object: match self {
+                Written::Status => "status",
+                Written::TokenSecret => "token_secret",
+            }
+            .into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
     pub api: String,
@@ -72,11 +96,19 @@ pub struct Metrics {
     pub leader: Gauge,
     pub oauth_callbacks: Family<ResultLabel, Counter>,
     pub token_revocations: Family<ResultLabel, Counter>,
+    pub kube_writes: Family<ObjectLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Counts one write to the API server.
+    pub fn wrote(&self, what: Written) {
+        self.kube_writes.get_or_create(&what.label()).inc();
     }
 }
 
@@ -93,6 +125,12 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let oauth_callbacks = Family::<ResultLabel, Counter>::default();
         let token_revocations = Family::<ResultLabel, Counter>::default();
+        let kube_writes = Family::<ObjectLabel, Counter>::default();
+        registry.register(
+            "kube_writes",
+            "Writes to the API server by object (status, token_secret): flat in a steady fleet",
+            kube_writes.clone(),
+        );
         registry.register(
             "oauth_callbacks",
             "OAuth callbacks by result (authorized, or why the state or code was refused)",
@@ -143,6 +181,7 @@ impl Default for Metrics {
             leader,
             oauth_callbacks,
             token_revocations,
+            kube_writes,
         }
     }
 }
@@ -162,6 +201,7 @@ impl Metrics {
             leader: _,
             oauth_callbacks,
             token_revocations,
+            kube_writes,
         } = &m;
         let x = || "…".to_string();
         let _ = reconciles.get_or_create(&ResultLabel { result: x() });
@@ -180,6 +220,7 @@ impl Metrics {
         let _ = call_seconds.get_or_create(&ApiLabel { api: x() });
         let _ = oauth_callbacks.get_or_create(&ResultLabel { result: x() });
         let _ = token_revocations.get_or_create(&ResultLabel { result: x() });
+        let _ = kube_writes.get_or_create(&ObjectLabel { object: x() });
         m.encode()
     }
 
@@ -210,6 +251,11 @@ impl Metrics {
             })
             .inc();
         result
+    }
+
+    /// Writes of this kind counted so far.
+    pub fn writes(&self, what: Written) -> u64 {
+        self.kube_writes.get_or_create(&what.label()).get()
     }
 
     /// Whether this replica holds the leader lease.

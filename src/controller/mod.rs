@@ -20,6 +20,7 @@ mod server;
 mod status;
 mod test_notification;
 pub(crate) mod tokens;
+mod user_account;
 mod verdict;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -42,7 +44,7 @@ pub use oauth_state::{StateKey, StateKeySecret};
 
 /// Where the controller serves the OAuth callback unless told otherwise.
 pub const DEFAULT_CALLBACK_PATH: &str = "/oauth/callback";
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Written};
 pub use reconcile::ReconcileError;
 
 /// Errors that stop the controller.
@@ -236,7 +238,15 @@ pub async fn run_with(
         // Metadata only: the controller never caches Secret contents.
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(notifiers, watcher::Config::default().any_semantic());
+    // The store sees every change; reconciles are triggered only by what they act on, so the
+    // controller's own status writes do not wake it again.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let triggers = watcher(notifiers, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(work_inputs, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, reader);
     let store = controller.store();
     let token_secrets = watcher(
         secrets.clone(),
@@ -304,6 +314,29 @@ pub async fn run_with(
         return Err(StartError::LostLease);
     }
     Ok(())
+}
+
+/// What a reconcile acts on: the spec (generation), the relay's refresh request, a requested
+/// reconcile, deletion and finalizers. Status and other metadata are left out: the controller
+/// writes status itself, and its own writes must not wake it again.
+fn work_inputs(notifier: &crate::api::LineWorksNotifier) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &notifier.metadata;
+    let mut hash = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hash);
+    meta.generation.hash(&mut hash);
+    meta.deletion_timestamp.is_some().hash(&mut hash);
+    meta.finalizers.hash(&mut hash);
+    for annotation in [
+        crate::api::contract::REFRESH_REQUESTED_ANNOTATION,
+        crate::api::contract::RECONCILE_REQUESTED_ANNOTATION,
+    ] {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(annotation))
+            .hash(&mut hash);
+    }
+    Some(hash.finish())
 }
 
 fn error_policy(

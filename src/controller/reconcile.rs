@@ -15,7 +15,7 @@ use lineworks_client::LineWorksError;
 use super::authorization::{Authorizer, Renewal};
 use super::context::Context;
 use super::findings::Findings;
-use super::metrics::{ReasonLabel, ResultLabel};
+use super::metrics::{ReasonLabel, ResultLabel, Written};
 use super::verdict::{Verdict, not_in_service};
 use super::{bot_checks, credentials, diagnosis, status, test_notification};
 use crate::api::LineWorksNotifier;
@@ -170,9 +170,12 @@ async fn report(
     findings.status.observed_generation = notifier.metadata.generation;
     findings.status.delivering =
         Some(Deliverable::judge(&notifier.spec, &findings.status.conditions).delivering());
-    status::apply(notifiers, notifier, &findings.status)
+    if status::apply(notifiers, notifier, &findings.status)
         .await
-        .map_err(kube_err("writing status"))?;
+        .map_err(kube_err("writing status"))?
+    {
+        ctx.metrics.wrote(Written::Status);
+    }
     for v in findings.verdicts.iter().filter(|v| !v.is_true()) {
         ctx.metrics
             .failures

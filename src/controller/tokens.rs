@@ -118,8 +118,12 @@ pub enum Found {
 
 /// When a token should be renewed: after three quarters of its lifetime, so 1-hour tokens renew
 /// at 45 minutes and 24-hour tokens at 18 hours, and the refresh token is used (kept alive) daily.
-pub fn renew_at(tokens: &TokenSet) -> SystemTime {
-    tokens.issued_at + tokens.expires_in.mul_f64(0.75)
+///
+/// Never sooner than `floor` ([`Settings::renewal_floor`](super::Settings)) after issue: a token
+/// endpoint that hands out tokens living a second must not make the controller call it (and
+/// write the Secret) in a loop.
+pub fn renew_at(tokens: &TokenSet, floor: Duration) -> SystemTime {
+    tokens.issued_at + tokens.expires_in.mul_f64(0.75).max(floor)
 }
 
 pub async fn read(

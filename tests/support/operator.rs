@@ -55,6 +55,8 @@ pub fn settings() -> Settings {
         state_lifetime: Duration::from_secs(600),
         // The emulator listens on loopback.
         allowed_hosts: AllowedHosts::loopback(),
+        // Tokens here live seconds; the production floor is a minute.
+        renewal_floor: Duration::from_secs(1),
     }
 }
 
