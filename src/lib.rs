@@ -7,6 +7,7 @@ pub mod crd;
 #[cfg(feature = "local-control-plane")]
 pub mod demo;
 pub mod endpoints;
+pub(crate) mod http_server;
 mod oauth_callback;
 pub mod reference;
 pub mod relay;

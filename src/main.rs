@@ -181,6 +181,16 @@ struct RelayArgs {
     /// Notifications accepted but not finished before callers get 429.
     #[arg(long, default_value_t = 1000)]
     queue_capacity: usize,
+    /// Connections open at once on --listen; more are closed on accept.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a caller has to send a complete request head (also the idle keep-alive time).
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Also serve /healthz, /readyz and /metrics here, so probes are answered while --listen
+    /// is flooded (the Helm chart points its probes at it).
+    #[arg(long, env = "RELAY_PROBE_ADDR")]
+    probe_addr: Option<std::net::SocketAddr>,
     /// Do not pace calls under the notifier's budget (measurements only; LINE WORKS still limits).
     #[arg(long, hide = true)]
     no_client_pacing: bool,
@@ -319,6 +329,9 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
     options.namespace = args.namespace;
     options.deadline = std::time::Duration::from_secs(args.deadline_secs);
     options.queue_capacity = args.queue_capacity;
+    options.max_connections = args.max_connections;
+    options.header_read_timeout = std::time::Duration::from_secs(args.header_read_timeout_secs);
+    options.probe_listen = args.probe_addr;
     options.token_secret = args.token_secret;
     options.client_pacing = !args.no_client_pacing;
     options.allowed_hosts = AllowedHosts::new(args.allow_host)?;

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub oauth_callbacks: Family<ResultLabel, Counter>,
     pub token_revocations: Family<ResultLabel, Counter>,
     pub kube_writes: Family<ObjectLabel, Counter>,
+    /// Refusals of the HTTP server itself (connection cap, request timeout).
+    pub serve: crate::http_server::ServeCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,6 +128,8 @@ impl Default for Metrics {
         let oauth_callbacks = Family::<ResultLabel, Counter>::default();
         let token_revocations = Family::<ResultLabel, Counter>::default();
         let kube_writes = Family::<ObjectLabel, Counter>::default();
+        let serve = crate::http_server::ServeCounters::default();
+        serve.register(&mut registry);
         registry.register(
             "kube_writes",
             "Writes to the API server by object (status, token_secret): flat in a steady fleet",
@@ -182,6 +186,7 @@ impl Default for Metrics {
             oauth_callbacks,
             token_revocations,
             kube_writes,
+            serve,
         }
     }
 }
@@ -202,6 +207,7 @@ impl Metrics {
             oauth_callbacks,
             token_revocations,
             kube_writes,
+            serve: _,
         } = &m;
         let x = || "…".to_string();
         let _ = reconciles.get_or_create(&ResultLabel { result: x() });

@@ -49,13 +49,22 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Shared {
-            metrics,
+            metrics: Arc::clone(&metrics),
             health,
             client,
         });
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "health and metrics server stopped");
-    }
+    let metrics_serve_counters = &metrics.serve;
+    // The OAuth callback may be exposed through an Ingress: bounded like any public port.
+    let counters = metrics_serve_counters.clone();
+    let (_runs_for_the_process, never) = tokio::sync::watch::channel(false);
+    crate::http_server::serve(
+        listener,
+        app,
+        crate::http_server::ServeLimits::public(Duration::from_secs(30)),
+        counters,
+        never,
+    )
+    .await;
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {

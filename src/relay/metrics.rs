@@ -33,6 +33,8 @@ pub struct RelayMetrics {
     targets: Family<TargetLabel, Counter>,
     rejected: Family<RejectLabel, Counter>,
     in_flight: Gauge,
+    /// Refusals of the HTTP server itself (connection cap, request timeout).
+    pub serve: crate::http_server::ServeCounters,
 }
 
 impl Default for RelayMetrics {
@@ -43,6 +45,8 @@ impl Default for RelayMetrics {
         let targets = Family::<TargetLabel, Counter>::default();
         let rejected = Family::<RejectLabel, Counter>::default();
         let in_flight = Gauge::default();
+        let serve = crate::http_server::ServeCounters::default();
+        serve.register(&mut registry);
         registry.register(
             "notifications_accepted",
             "Notifications accepted for delivery",
@@ -71,6 +75,7 @@ impl Default for RelayMetrics {
             targets,
             rejected,
             in_flight,
+            serve,
         }
     }
 }
@@ -87,6 +92,7 @@ impl RelayMetrics {
             targets,
             rejected,
             in_flight: _,
+            serve: _,
         } = &m;
         let x = || "…".to_string();
         let _ = finished.get_or_create(&OutcomeLabel { outcome: x() });

@@ -15,7 +15,7 @@ mod handlers;
 mod idempotency;
 mod metrics;
 pub mod openapi;
-mod problem;
+pub(crate) mod problem;
 mod validation;
 
 use std::net::SocketAddr;
@@ -33,6 +33,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
+use crate::http_server::{self, ServeLimits};
 pub use metrics::RelayMetrics;
 use problem::Refusal;
 
@@ -67,6 +68,13 @@ pub struct RelayOptions {
     pub client_pacing: bool,
     /// Hosts a notifier's apiBaseURL may name besides LINE WORKS's own.
     pub allowed_hosts: crate::endpoints::AllowedHosts,
+    /// Connections open at once on the notification port; more are closed on accept.
+    pub max_connections: usize,
+    /// Time a caller has to send a complete request head (and idle keep-alive time).
+    pub header_read_timeout: Duration,
+    /// A second port for /healthz, /readyz and /metrics only, so kubelet probes and scrapes
+    /// are answered while the notification port is full of slow connections.
+    pub probe_listen: Option<SocketAddr>,
 }
 
 impl RelayOptions {
@@ -87,6 +95,9 @@ impl RelayOptions {
             token_wait: Duration::from_secs(10),
             client_pacing: true,
             allowed_hosts: Default::default(),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            probe_listen: None,
         }
     }
 }
@@ -113,6 +124,10 @@ pub enum RelayError {
     },
     #[error("cannot build the HTTP client for LINE WORKS: {0}")]
     Http(#[from] reqwest::Error),
+}
+
+fn listen_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> RelayError {
+    move |source| RelayError::Listen { addr, source }
 }
 
 /// State shared by every request.
@@ -201,6 +216,8 @@ impl Relay {
 /// A running relay; `shutdown` drains it.
 pub struct RelayHandle {
     pub addr: SocketAddr,
+    /// Where the probe port listens, if one was asked for.
+    pub probe_addr: Option<SocketAddr>,
     pub metrics: Arc<RelayMetrics>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -212,6 +229,16 @@ impl RelayHandle {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// /healthz, /readyz and /metrics alone, for the probe port.
+fn probe_router(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics_text))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(relay)
 }
 
 fn router(relay: Arc<Relay>) -> Router {
@@ -269,14 +296,22 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
     let http = lineworks_client::http_client(options.request_timeout)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| RelayError::Listen {
-            addr: options.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RelayError::Listen {
-        addr: options.listen,
-        source,
-    })?;
+        .map_err(listen_error(options.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(listen_error(options.listen))?;
+    let probe_listener = match options.probe_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(listen_error(at))?,
+        ),
+        None => None,
+    };
+    let probe_addr = match &probe_listener {
+        Some(l) => Some(l.local_addr().map_err(listen_error(options.listen))?),
+        None => None,
+    };
     let metrics = Arc::new(RelayMetrics::default());
     let relay = Arc::new(Relay {
         cache,
@@ -290,14 +325,33 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         options,
     });
     let app = router(Arc::clone(&relay));
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limits = ServeLimits {
+        max_connections: relay.options.max_connections,
+        header_read_timeout: relay.options.header_read_timeout,
+        max_header_bytes: 16 * 1024,
+        // Long enough for a delivery's deadline and its last attempt, plus the body upload.
+        request_timeout: relay.options.deadline
+            + relay.options.request_timeout
+            + relay.options.token_wait
+            + Duration::from_secs(5),
+    };
+    if let Some(probe_listener) = probe_listener {
+        let probes = probe_router(Arc::clone(&relay));
+        let probe_limits = ServeLimits {
+            max_connections: 64,
+            ..ServeLimits::public(Duration::from_secs(10))
+        };
+        tokio::spawn(http_server::serve(
+            probe_listener,
+            probes,
+            probe_limits,
+            relay.metrics.serve.clone(),
+            stopped.clone(),
+        ));
+    }
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "relay server stopped");
-        }
+        http_server::serve(listener, app, limits, relay.metrics.serve.clone(), stopped).await;
         // Accepted notifications finish (or are reported failed by their deadline) before exit.
         relay.tasks.close();
         if tokio::time::timeout(relay.options.drain_timeout, relay.tasks.wait())
@@ -312,6 +366,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
     });
     Ok(RelayHandle {
         addr,
+        probe_addr,
         metrics,
         stop,
         task,
