@@ -288,9 +288,11 @@ async fn notification(
         Request::Test => None,
     };
     let key = match validation::idempotency_key(visitor, &headers) {
-        Ok(key) => key.map(|k| format!("{ns}/{name}/{k}")),
+        Ok(key) => key,
         Err(refusal) => return relay.reject(refusal),
     };
+    // Keys are remembered (and bounded) per notifier.
+    let scope = format!("{ns}/{name}");
     // Admission first: a refused request must leave no idempotency key claimed.
     let Destination {
         notifier,
@@ -304,7 +306,10 @@ async fn notification(
     let mut previous = None;
     let first = match key {
         None => None,
-        Some(key) => match relay.idempotency.claim(&key, idempotency::body_hash(&body)) {
+        Some(key) => match relay
+            .idempotency
+            .claim(&scope, &key, idempotency::body_hash(&body))
+        {
             Claim::Conflict => {
                 return relay.reject(Refusal::new(
                     StatusCode::CONFLICT,
@@ -340,7 +345,7 @@ async fn notification(
         drop(ticket);
         worker.metrics.finished_with(&answer);
         if let Some((key, tx)) = &first {
-            worker.idempotency.finish(key, tx, answer.clone());
+            worker.idempotency.finish(&scope, key, tx, answer.clone());
         }
         answer
     });
