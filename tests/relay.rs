@@ -1279,3 +1279,72 @@ async fn the_relay_sends_nothing_to_a_host_it_does_not_allow() {
     assert!(s.env.emu.delivered().is_empty(), "nothing was sent");
     s.stop().await;
 }
+
+/// Tenant safety item 12: by default a caller can neither write the message text nor DM a user
+/// outside the notifier's domain; the notifier's owners can allow both in spec.relayPolicy.
+#[tokio::test]
+async fn callers_write_no_text_and_reach_no_other_domain_unless_the_notifier_allows_it() {
+    let s = Setup::new("relay-policy", json!({}), |_| {}).await;
+    let path = format!("/v1/notifiers/{}/front/notifications", s.env.ns);
+    for (body, title) in [
+        (
+            json!({"visitor": visitor(), "text": "振込先が変わりました"}),
+            "Text not allowed",
+        ),
+        (
+            json!({"visitor": visitor(), "host": "ceo@other-company"}),
+            "Host outside the notifier's domain",
+        ),
+        (
+            json!({"visitor": visitor(), "host": "0e5cd0a4-7b2c-4c1a-9f7e-3f0d2c1b9a88"}),
+            "Host outside the notifier's domain",
+        ),
+    ] {
+        let (status, answer) = s.post(&path, body).await;
+        assert_eq!(status, 403, "{answer}");
+        assert_eq!(answer["title"], title, "{answer}");
+    }
+    assert!(s.env.emu.delivered().is_empty(), "nothing was sent");
+
+    // Allowed by the notifier's owners: the caller's text goes out as written.
+    s.env
+        .patch_spec("front", json!({"relayPolicy": {"allowText": true}}))
+        .await;
+    s.env
+        .wait_condition(
+            "front",
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
+        .await;
+    support::wait_for(
+        "the relay applies the new policy",
+        support::operator::WAIT,
+        || {
+            let s = &s;
+            let path = path.clone();
+            async move {
+                match s
+                    .post(
+                        &path,
+                        json!({"visitor": visitor(), "text": "受付に荷物が届きました"}),
+                    )
+                    .await
+                {
+                    (200, _) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        s.env
+            .emu
+            .delivered()
+            .iter()
+            .any(|d| d.content["text"] == "受付に荷物が届きました")
+    );
+    s.stop().await;
+}

@@ -100,6 +100,11 @@ pub struct LineWorksNotifierSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<Templates>,
 
+    /// What callers of the relay may ask of this notifier beyond filling in the templates.
+    /// The defaults are the safe ones: no caller-written text, DMs only within spec.domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_policy: Option<RelayPolicy>,
+
     /// Declarative test notification (the "テスト通知" button): set or change `id` and the operator
     /// sends one test message to defaultUser and, when set, to roomId. An id is sent at most once,
     /// also across operator restarts; the result is in status.lastTestNotification and the
@@ -143,6 +148,28 @@ pub struct LineWorksNotifierSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = base_url_rule("authBaseURL"))]
     pub auth_base_url: Option<String>,
+}
+
+/// What callers of the relay may ask of a notifier.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayPolicy {
+    /// Let callers send their own message text (the request's `text`) instead of the templates.
+    /// Off by default: anyone holding the relay's token could otherwise make the bot say
+    /// anything to anyone it can reach.
+    #[serde(default)]
+    pub allow_text: bool,
+
+    /// Domains besides spec.domain whose users a caller may name as host (`user@domain`).
+    /// `*` allows any domain, and hosts given as LINE WORKS user IDs (whose domain cannot be
+    /// checked). Default: none, so a host outside spec.domain is refused with 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 253)))]
+    #[x_kube(
+        merge_strategy = ListMerge::Set,
+        validation = Rule::new("self.all(d, d == '*' || d.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$'))").message("relayPolicy.hostDomains holds domain names such as example.co.jp, or *")
+    )]
+    pub host_domains: Vec<String>,
 }
 
 /// How the operator obtains OAuth tokens for the LINE WORKS app.

@@ -43,7 +43,7 @@ fn login_id(notifier: &LineWorksNotifier, host: &str) -> String {
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex, the shape of LINE WORKS user IDs.
-fn is_user_id(value: &str) -> bool {
+pub(super) fn is_user_id(value: &str) -> bool {
     let groups: Vec<&str> = value.split('-').collect();
     groups.len() == 5
         && groups

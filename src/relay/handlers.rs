@@ -209,6 +209,9 @@ fn deliverable(
         Request::Test => None,
     };
     let route = validation::route(&notifier, route_name)?;
+    if let Request::Visitor(r) = request {
+        validation::policy(&notifier, r)?;
+    }
     if notifier.spec.suspend {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -81,6 +81,7 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
     responses.extend(problems(&[
         ("400", "Malformed body or a field over its limit"),
         ("401", "Missing or wrong bearer token"),
+        ("403", "The notifier's spec.relayPolicy does not allow this: caller-written text, or a host outside its domain"),
         ("404", "Unknown notifier or route"),
         ("409", "Idempotency key reused with a different body"),
         ("413", "Body too large"),

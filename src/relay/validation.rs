@@ -100,6 +100,50 @@ fn too_long(field: &str, value: &str, max: usize) -> Option<String> {
     (n > max).then(|| format!("{field} has {n} characters; at most {max} are accepted"))
 }
 
+/// What the notifier's `spec.relayPolicy` lets a caller ask: their own text only when
+/// `allowText`; a host only within `spec.domain` unless `hostDomains` names its domain (or `*`).
+pub fn policy(notifier: &LineWorksNotifier, request: &NotificationRequest) -> Result<(), Refusal> {
+    let spec = &notifier.spec;
+    let policy = spec.relay_policy.clone().unwrap_or_default();
+    if request.text.is_some() && !policy.allow_text {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "Text not allowed",
+            "this notifier's spec.relayPolicy.allowText is false: send the visitor's details and let the templates write the message",
+        ));
+    }
+    let Some(host) = request.host.as_deref() else {
+        return Ok(());
+    };
+    let any = policy.host_domains.iter().any(|d| d == "*");
+    let domain = match host.split_once('@') {
+        Some((_, domain)) => Some(domain),
+        // A user ID names someone whose domain cannot be told from it.
+        None if super::delivery::is_user_id(host) => None,
+        None => Some(spec.domain.as_str()),
+    };
+    let allowed = any
+        || domain.is_some_and(|d| {
+            d.eq_ignore_ascii_case(&spec.domain)
+                || policy
+                    .host_domains
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(d))
+        });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "Host outside the notifier's domain",
+            format!(
+                "host {host} is not a user of {} (write the login ID's part before @, or ask the notifier's owners to add the domain to spec.relayPolicy.hostDomains; user IDs need *)",
+                spec.domain
+            ),
+        ))
+    }
+}
+
 /// The route a request names, if any; an unknown name is refused with the known ones.
 pub fn route(notifier: &LineWorksNotifier, name: Option<&str>) -> Result<Option<Route>, Refusal> {
     let Some(name) = name else {
@@ -287,5 +331,42 @@ mod tests {
             ..Default::default()
         };
         assert!(idempotency_key(Some(&long), &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_relay_policy_limits_text_and_host_domains() {
+        let mut notifier = crate::api::LineWorksNotifier::new(
+            "front",
+            serde_json::from_value(serde_json::json!({
+                "botId": 1, "domain": "testtest", "defaultUser": "hogehoge",
+                "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "app"}}
+            }))
+            .expect("spec"),
+        );
+        let host = |h: &str| NotificationRequest {
+            host: Some(h.into()),
+            ..Default::default()
+        };
+        let text = NotificationRequest {
+            text: Some("anything".into()),
+            ..Default::default()
+        };
+        assert!(policy(&notifier, &host("jinji")).is_ok());
+        assert!(policy(&notifier, &host("jinji@TestTest")).is_ok());
+        assert!(policy(&notifier, &host("ceo@other")).is_err());
+        assert!(policy(&notifier, &host("0e5cd0a4-7b2c-4c1a-9f7e-3f0d2c1b9a88")).is_err());
+        assert!(policy(&notifier, &text).is_err());
+        notifier.spec.relay_policy = Some(crate::api::RelayPolicy {
+            allow_text: true,
+            host_domains: vec!["other".into()],
+        });
+        assert!(policy(&notifier, &host("ceo@other")).is_ok());
+        assert!(policy(&notifier, &host("ceo@third")).is_err());
+        assert!(policy(&notifier, &text).is_ok());
+        notifier.spec.relay_policy = Some(crate::api::RelayPolicy {
+            allow_text: false,
+            host_domains: vec!["*".into()],
+        });
+        assert!(policy(&notifier, &host("0e5cd0a4-7b2c-4c1a-9f7e-3f0d2c1b9a88")).is_ok());
     }
 }
