@@ -21,12 +21,21 @@ impl CallbackQuery {
     /// What LINE WORKS said when it did not authorize (the administrator declined, or the app
     /// is misconfigured).
     pub fn denial(&self) -> Option<String> {
-        let error = self.error.as_ref()?;
+        // Anyone can craft this URL: the texts are shortened and stripped of control and
+        // invisible characters here (and HTML-escaped where shown).
+        let error = crate::templates::clean(self.error.as_ref()?);
+        let error: String = error.chars().take(64).collect();
         Some(format!(
             "LINE WORKS answered {error}{}",
             self.error_description
                 .as_ref()
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(
+                    ": {}",
+                    crate::templates::clean(d)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                ))
                 .unwrap_or_default()
         ))
     }
@@ -43,7 +52,16 @@ impl CallbackQuery {
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (
         status,
-        [("cache-control", "no-store"), ("referrer-policy", "no-referrer")],
+        [
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+            ("x-content-type-options", "nosniff"),
+            // Text only: no script, style, frame or form may load or run on these pages.
+            (
+                "content-security-policy",
+                "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        ],
         Html(format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head><body><h1 id=\"title\">{title}</h1>{body}</body></html>"
         )),

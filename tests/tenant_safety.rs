@@ -573,3 +573,47 @@ async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() 
     controller.stop().await;
     eprintln!("total LINE WORKS requests: {calls}");
 }
+
+/// Smaller items: a crafted callback URL cannot inject markup or invisible text into the page,
+/// and the page forbids sniffing, scripts, frames and forms.
+#[tokio::test]
+async fn a_crafted_callback_url_shows_only_inert_text() {
+    let a =
+        support::oauth::Authorizing::new("tenant-callback", |_| {}, Duration::from_secs(600)).await;
+    let url = format!(
+        "{}?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E&error_description=pay%E2%80%AEevil%E2%80%8B&state=x",
+        a.redirect
+    );
+    let health = a.redirect.replace("/oauth/callback", "/healthz");
+    support::wait_for("the controller serves", support::operator::WAIT, || {
+        let health = health.clone();
+        async move {
+            reqwest::get(&health)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let r = reqwest::get(&url).await.expect("answer");
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(
+        header("content-security-policy").contains("default-src 'none'"),
+        "{}",
+        header("content-security-policy")
+    );
+    let page = r.text().await.expect("page");
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(
+        !page.contains('\u{202e}') && !page.contains('\u{200b}'),
+        "{page}"
+    );
+    a.stop().await;
+}

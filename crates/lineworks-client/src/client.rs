@@ -416,23 +416,44 @@ fn parse_error_body(text: &str) -> ErrorBody {
         Err(_) => {
             return ErrorBody {
                 code: String::new(),
-                description: text.trim().chars().take(200).collect(),
+                description: printable(text.trim(), 200),
             };
         }
     };
     let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| value.get(*n).and_then(|v| v.as_str()))
-            .unwrap_or_default()
-            .chars()
-            .take(500)
-            .collect::<String>()
+        printable(
+            names
+                .iter()
+                .find_map(|n| value.get(*n).and_then(|v| v.as_str()))
+                .unwrap_or_default(),
+            500,
+        )
     };
     ErrorBody {
         code: field(&["code", "error"]),
         description: field(&["description", "error_description", "message"]),
     }
+}
+
+/// At most `max` characters of a remote text, without control, bidi-override or zero-width
+/// characters: it ends up in status messages and events, where such characters could hide or
+/// reorder what a person reads.
+fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .filter(|c| {
+            !(c.is_control()
+                || matches!(
+                    c,
+                    '\u{061c}'
+                        | '\u{200b}'..='\u{200f}'
+                        | '\u{202a}'..='\u{202e}'
+                        | '\u{2060}'..='\u{2069}'
+                        | '\u{feff}'
+                ))
+        })
+        .take(max)
+        .collect()
 }
 
 /// The longest wait a server's answer can ask for: a lying or broken server must not make time
@@ -476,6 +497,16 @@ fn raw_wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_error_texts_lose_control_and_invisible_characters() {
+        let body =
+            parse_error_body(r#"{"code": "BAD\u0007", "description": "ok\u202eevil\u200b\nnext"}"#);
+        assert_eq!(body.code, "BAD");
+        assert_eq!(body.description, "okevil next");
+        let long = "x".repeat(10_000);
+        assert_eq!(parse_error_body(&long).description.chars().count(), 200);
+    }
 
     #[test]
     fn a_wait_asked_for_is_clamped() {
