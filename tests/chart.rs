@@ -65,6 +65,7 @@ const EVERYTHING: &[&str] = &[
     "networkPolicy.enabled=true",
     "networkPolicy.apiServer.cidrs[0]=10.96.0.1/32",
     "relay.enabled=true",
+    "relay.replicaCount=2",
 ];
 
 #[test]
@@ -104,6 +105,14 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
                 assert!(
                     out.contains(&format!("kind: {kind}\n")),
                     "{version} {scope}: no {kind}"
+                );
+            }
+            // The relay has a NetworkPolicy and (with two replicas) a PDB of its own.
+            for kind in ["NetworkPolicy", "PodDisruptionBudget"] {
+                assert_eq!(
+                    out.matches(&format!("\nkind: {kind}\n")).count(),
+                    2,
+                    "{version} {scope}: {kind} for controller and relay"
                 );
             }
             if scope == "namespaced" {
