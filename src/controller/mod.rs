@@ -84,6 +84,9 @@ pub struct Options {
     pub settings: Settings,
     /// Health and metrics address; None serves nothing.
     pub serve: Option<SocketAddr>,
+    /// A listener already bound for that server, used instead of `serve` (tests bind first, so
+    /// no other socket can take the port between choosing and binding it).
+    pub serve_listener: Option<Arc<std::net::TcpListener>>,
     /// Lease used for leader election; None runs without (single replica).
     pub lease: Option<LeaseOptions>,
     /// Watch one namespace only (namespaced installs); None watches all.
@@ -111,6 +114,7 @@ impl Default for Options {
         Self {
             settings: Settings::default(),
             serve: None,
+            serve_listener: None,
             lease: None,
             namespace: None,
             metrics: Arc::new(Metrics::default()),
@@ -170,10 +174,24 @@ pub async fn run_with(
         Arc::clone(&metrics),
         state_key,
     )?);
-    if let Some(addr) = options.serve {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Serve { addr, source })?;
+    let listener = match (&options.serve_listener, options.serve) {
+        (Some(bound), _) => {
+            let addr = bound
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let serve_error = |source| StartError::Serve { addr, source };
+            let own = bound.try_clone().map_err(serve_error)?;
+            own.set_nonblocking(true).map_err(serve_error)?;
+            Some(tokio::net::TcpListener::from_std(own).map_err(serve_error)?)
+        }
+        (None, Some(addr)) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Serve { addr, source })?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(listener) = listener {
         tokio::spawn(server::serve(
             listener,
             Arc::clone(&metrics),

@@ -4,6 +4,7 @@
 
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lineworks_emulator::World;
@@ -33,7 +34,9 @@ impl Authorizing {
         change_world: impl FnOnce(&mut World),
         state_lifetime: Duration,
     ) -> Self {
-        let addr = free_addr();
+        // Bound here and handed over, so no other socket can take the port meanwhile.
+        let listener = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let addr = listener.local_addr().expect("addr");
         let redirect = format!("http://{addr}/oauth/callback");
         let mut world = super::lineworks::world();
         world.apps[0].redirect_uris.push(redirect.clone());
@@ -45,7 +48,7 @@ impl Authorizing {
         )
         .await;
         let controller = env.start_controller_with(None, |o| {
-            o.serve = Some(addr);
+            o.serve_listener = Some(Arc::clone(&listener));
             o.settings.state_lifetime = state_lifetime;
         });
         Self {
