@@ -168,15 +168,7 @@ async fn endpoints_outside_the_allow_list_receive_nothing() {
         o.settings.allowed_hosts =
             AllowedHosts::new([format!("127.0.0.1:{}", emulator.port())]).expect("entry");
     });
-    env.apply_good_secret().await;
-    env.apply_notifier("front", json!({})).await;
-    env.wait_condition(
-        "front",
-        ConditionType::Ready,
-        ConditionStatus::True,
-        Reason::NotifierReady,
-    )
-    .await;
+    env.apply_ready_notifier("front", json!({})).await;
 
     env.patch_spec("front", json!({"authBaseURL": catcher.url()}))
         .await;
@@ -251,16 +243,8 @@ async fn ready_notifier_with_relay(
     lineworks_operator::relay::RelayHandle,
 ) {
     let controller = env.start_controller(None);
-    env.apply_good_secret().await;
-    env.apply_notifier("front", json!({"rateLimitPerMinute": 240}))
+    env.apply_ready_notifier("front", json!({"rateLimitPerMinute": 240}))
         .await;
-    env.wait_condition(
-        "front",
-        ConditionType::Ready,
-        ConditionStatus::True,
-        Reason::NotifierReady,
-    )
-    .await;
     let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
     options.allowed_hosts = AllowedHosts::loopback();
     options.notifier = Some((env.ns.clone(), "front".into()));
@@ -388,15 +372,7 @@ async fn the_relay_waits_for_the_controller_to_check_an_edit() {
 async fn tokens_are_not_written_into_a_secret_swapped_in_meanwhile() {
     let env = Env::new("tenant-swap", world()).await;
     let controller = env.start_controller(None);
-    env.apply_good_secret().await;
-    env.apply_notifier("front", json!({})).await;
-    env.wait_condition(
-        "front",
-        ConditionType::Ready,
-        ConditionStatus::True,
-        Reason::NotifierReady,
-    )
-    .await;
+    env.apply_ready_notifier("front", json!({})).await;
     let name = token_secret::default_name("front");
     let stored = env.secrets().get(&name).await.expect("token Secret");
     let token = support::oauth::secret_value(&stored, token_secret::ACCESS_TOKEN);
@@ -495,15 +471,7 @@ async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() 
     w.apps[0].access_token_lifetime_secs = 1;
     let env = Env::new("tenant-loops", w).await;
     let controller = env.start_controller_with(None, |o| o.settings.renewal_floor = FLOOR);
-    env.apply_good_secret().await;
-    env.apply_notifier("front", json!({})).await;
-    env.wait_condition(
-        "front",
-        ConditionType::Ready,
-        ConditionStatus::True,
-        Reason::NotifierReady,
-    )
-    .await;
+    env.apply_ready_notifier("front", json!({})).await;
     // At most one renewal per floor, plus one for a window boundary; a renewal of a Service
     // Account token is up to two token requests (the refresh token, then a fresh JWT grant).
     let attempts = WINDOW.as_secs() / FLOOR.as_secs() + 1;

@@ -53,9 +53,8 @@ pub async fn serve(
             health,
             client,
         });
-    let metrics_serve_counters = &metrics.serve;
     // The OAuth callback may be exposed through an Ingress: bounded like any public port.
-    let counters = metrics_serve_counters.clone();
+    let counters = metrics.serve.clone();
     let (_runs_for_the_process, never) = tokio::sync::watch::channel(false);
     crate::http_server::serve(
         listener,

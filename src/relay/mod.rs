@@ -308,9 +308,9 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         ),
         None => None,
     };
-    let probe_addr = match &probe_listener {
-        Some(l) => Some(l.local_addr().map_err(listen_error(options.listen))?),
-        None => None,
+    let probe_addr = match (&probe_listener, options.probe_listen) {
+        (Some(l), Some(at)) => Some(l.local_addr().map_err(listen_error(at))?),
+        _ => None,
     };
     let metrics = Arc::new(RelayMetrics::default());
     let relay = Arc::new(Relay {

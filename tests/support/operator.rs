@@ -150,6 +150,19 @@ impl Env {
         self.apply_secret("app", good_credentials()).await;
     }
 
+    /// The app's credentials and a notifier of the test tenant, waited for until Ready.
+    pub async fn apply_ready_notifier(&self, name: &str, spec: Value) {
+        self.apply_good_secret().await;
+        self.apply_notifier(name, spec).await;
+        self.wait_condition(
+            name,
+            ConditionType::Ready,
+            ConditionStatus::True,
+            Reason::NotifierReady,
+        )
+        .await;
+    }
+
     /// A notifier of the test tenant; `spec` fields override the defaults.
     pub async fn apply_notifier(&self, name: &str, spec: Value) {
         let mut base = json!({
