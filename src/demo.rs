@@ -233,6 +233,8 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
 
     let mut relay_options = crate::relay::RelayOptions::new(([127, 0, 0, 1], 0).into());
     relay_options.notifier = Some((NAMESPACE.into(), "reception".into()));
+    // A sidecar on loopback: its pod is the boundary.
+    relay_options.auth = crate::relay::CallerAuth::Open;
     relay_options.allowed_hosts = AllowedHosts::loopback();
     let relay = crate::relay::start(client.clone(), relay_options)
         .await

@@ -165,14 +165,17 @@ struct RelayArgs {
     /// Sidecar mode: the notifier's token Secret, if spec.auth.tokenSecretName renames it.
     #[arg(long, requires = "notifier")]
     token_secret: Option<String>,
-    /// Watch one namespace (Deployment mode); default all.
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
-    /// File holding the bearer token callers must present (a mounted Secret).
-    #[arg(long, env = "RELAY_TOKEN_FILE")]
+    /// Serve the notifiers of this namespace (repeat or separate with commas), each watched on
+    /// its own so namespaced Roles suffice; default all.
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
+    /// Sidecar mode: a file holding the bearer token callers must present (a mounted Secret).
+    /// In Deployment mode callers present their notifier's own token instead (Secret
+    /// <notifier>-relay-caller), so one token cannot open every namespace.
+    #[arg(long, env = "RELAY_TOKEN_FILE", requires = "notifier")]
     token_file: Option<std::path::PathBuf>,
     /// Serve without a bearer token (only allowed on a loopback address).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "token_file")]
     no_auth: bool,
     /// Time within which a notification's last attempt may start (queueing under the rate limit
     /// and retries included); a message already sent gets its full request timeout.
@@ -326,7 +329,7 @@ async fn main() -> ExitCode {
 
 fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOptions, String> {
     let mut options = lineworks_operator::relay::RelayOptions::new(args.listen);
-    options.namespace = args.namespace;
+    options.namespaces = args.namespace;
     options.deadline = std::time::Duration::from_secs(args.deadline_secs);
     options.queue_capacity = args.queue_capacity;
     options.max_connections = args.max_connections;
@@ -341,7 +344,8 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
             .ok_or_else(|| format!("--notifier {n:?} must be namespace/name"))?;
         options.notifier = Some((ns.to_string(), name.to_string()));
     }
-    options.token = match (args.token_file, args.no_auth) {
+    use lineworks_operator::relay::CallerAuth;
+    options.auth = match (args.token_file, args.no_auth) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read the relay token file {}: {e}", path.display()))?;
@@ -349,9 +353,10 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
             if text.is_empty() {
                 return Err(format!("the relay token file {} is empty", path.display()));
             }
-            Some(lineworks_client::SecretString::from(text.to_string()))
+            CallerAuth::RelayToken(lineworks_client::SecretString::from(text.to_string()))
         }
-        (None, true) => None,
+        (None, true) => CallerAuth::Open,
+        (None, false) if options.notifier.is_none() => CallerAuth::PerNotifier,
         (None, false) => {
             return Err(
                 "give --token-file (a mounted Secret), or --no-auth on a loopback address".into(),

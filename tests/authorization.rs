@@ -61,6 +61,23 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
         .await;
     assert_eq!(again, url);
 
+    // A malformed callback (the code missing) is refused without spending the state.
+    let (status, page) = oauth::visit(&format!("{}?state={state}", a.redirect)).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("code parameter is missing"), "{page}");
+    // The state is a bearer secret for one authorization: in status only, never in Events.
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(a.env.client.clone(), &a.env.ns);
+    for e in events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+    {
+        let text = format!("{:?} {:?}", e.message, e.metadata.annotations);
+        assert!(!text.contains(&state), "the state in an Event: {text}");
+    }
+
     let callback = oauth::consent(&url).await;
     assert!(callback.starts_with(&a.redirect), "{callback}");
     let (status, page) = oauth::visit(&callback).await;

@@ -64,7 +64,9 @@ const EVERYTHING: &[&str] = &[
     "ingress.enabled=true",
     "networkPolicy.enabled=true",
     "networkPolicy.apiServer.cidrs[0]=10.96.0.1/32",
+    "networkPolicy.lineworks.except={10.96.0.0/12,10.244.0.0/16}",
     "relay.enabled=true",
+    "relay.namespaces={team-a,team-b}",
     "relay.replicaCount=2",
 ];
 
@@ -118,7 +120,26 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
             if scope == "namespaced" {
                 // Only the CRD reader is cluster-wide: no cluster-wide Secret access.
                 assert_eq!(out.matches("\nkind: ClusterRole\n").count(), 1, "{out}");
+            } else {
+                // The relay reads Secrets only in the namespaces it serves.
+                assert!(
+                    !out.contains("name: lwo-lineworks-operator-relay\n  labels"),
+                    "{out}"
+                );
+                for ns in ["team-a", "team-b"] {
+                    assert!(
+                        out.contains(&format!(
+                            "name: lwo-lineworks-operator-relay\n  namespace: {ns}\n"
+                        )),
+                        "{scope}: a relay Role in {ns}"
+                    );
+                }
             }
+            assert!(!out.contains("--token-file"), "no relay-wide token");
+            assert!(
+                out.contains("except:") && out.contains("- 10.244.0.0/16"),
+                "443 egress leaves the cluster's ranges out"
+            );
         }
     }
     // One replica: no PDB (it would block node drains), leader election still on by default.
@@ -133,9 +154,18 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
             "/networkPolicy/apiServer/cidrs",
         ),
         ("oauth.callbackPath=callback", "/oauth/callbackPath"),
+        ("relay.enabled=true", "relay.namespaces"),
         ("unknownKey=1", "unknownKey"),
     ] {
-        let (ok, _, err) = run_helm(&["template", "lwo", CHART, "--set", set]);
+        let (ok, _, err) = run_helm(&[
+            "template",
+            "lwo",
+            CHART,
+            "--kube-version",
+            "1.36.3",
+            "--set",
+            set,
+        ]);
         assert!(!ok, "{set} was accepted");
         assert!(err.contains(says), "{set}: {err}");
     }
@@ -302,7 +332,12 @@ async fn controller_under_the_charts_account(scope: &str) {
     // The emulator is on loopback: the installer allows it, as they would a proxy.
     let manifest = template(
         &env.ns,
-        &[&format!("rbac.scope={scope}"), "allowedHosts={127.0.0.1}"],
+        &[
+            &format!("rbac.scope={scope}"),
+            "allowedHosts={127.0.0.1}",
+            "relay.enabled=true",
+            &format!("relay.namespaces={{{notifier_ns}}}"),
+        ],
     );
     apply(&env, &manifest);
     let dir = tempfile::tempdir().expect("dir");
@@ -333,7 +368,10 @@ async fn controller_under_the_charts_account(scope: &str) {
     }
 
     let port = support::oauth::free_addr();
-    let args = controller_args(&manifest, &port.to_string());
+    let mut args = controller_args(&manifest, &port.to_string());
+    // The production renewal floor (a minute) would hold the relay's refresh request below
+    // past its wait.
+    args.push("--renewal-floor-ms=1000".into());
     let log = tempfile::NamedTempFile::new().expect("log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
         .args(&args)
@@ -411,11 +449,144 @@ async fn controller_under_the_charts_account(scope: &str) {
         !events.trim().is_empty(),
         "the controller could publish events"
     );
+    relay_under_the_charts_account(&env, &manifest, &notifier_ns, scope).await;
     let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
     assert!(!logs.contains("forbidden"), "{logs}");
     child.kill().await.expect("stopped");
     let _ = child.wait().await;
     let _ = WAIT;
+}
+
+/// The chart's relay Deployment, run as a process under its ServiceAccount: it can change no
+/// notifier and read no Secret outside the namespaces it serves, yet delivers with the
+/// notifier's caller token and gets a rejected token renewed (through an Event).
+async fn relay_under_the_charts_account(env: &Env, manifest: &str, notifier_ns: &str, scope: &str) {
+    let sa = format!(
+        "system:serviceaccount:{}:lwo-lineworks-operator-relay",
+        env.ns
+    );
+    let can = |verb: &str, what: &str, ns: Option<&str>| {
+        let mut args = vec!["auth", "can-i", verb, what, "--as", &sa];
+        match ns {
+            Some(ns) => args.extend(["-n", ns]),
+            None => args.push("--all-namespaces"),
+        }
+        let out = kubectl(env.plane, &args);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(can("list", "secrets", Some(notifier_ns)));
+    assert!(can("create", "events", Some(notifier_ns)));
+    assert!(!can("patch", "lineworksnotifiers", Some(notifier_ns)));
+    assert!(!can("update", "lineworksnotifiers", Some(notifier_ns)));
+    assert!(!can("create", "secrets", Some(notifier_ns)));
+    assert!(!can("list", "secrets", None), "no cluster-wide Secret read");
+    assert!(!can("get", "secrets", Some("default")));
+    if scope == "cluster" {
+        assert!(
+            !can("get", "secrets", Some(&env.ns)),
+            "nothing in a namespace it does not serve"
+        );
+    }
+
+    let deployment = serde_yaml_ng::Deserializer::from_str(manifest)
+        .filter_map(|d| serde_yaml_ng::Value::deserialize(d).ok())
+        .find(|d| {
+            d["kind"] == "Deployment" && d["metadata"]["name"] == "lwo-lineworks-operator-relay"
+        })
+        .expect("the relay Deployment");
+    let listen = support::oauth::free_addr();
+    let probe = support::oauth::free_addr();
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .map(|a| {
+            if a.starts_with("--listen=") {
+                format!("--listen={listen}")
+            } else if a.starts_with("--probe-addr=") {
+                format!("--probe-addr={probe}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig =
+        service_account_kubeconfig(env, &env.ns, "lwo-lineworks-operator-relay", dir.path());
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(log.reopen().expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("relay starts");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), notifier_ns);
+    let caller = wait_for("the caller token Secret", WAIT, || {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("front-relay-caller")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+    let caller = support::oauth::secret_value(&caller, "token");
+    let url = format!("http://{listen}/v1/notifiers/{notifier_ns}/front/notifications");
+    let post = |n: u32| {
+        let (url, caller) = (url.clone(), caller.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(caller)
+                .json(&json!({"visitor": {"name": format!("v{n}")}}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+            if status == 200 {
+                Ok(body)
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        }
+    };
+    wait_for("the chart's relay to deliver", WAIT, || post(1)).await;
+    // Every token dies early: the relay's refresh request (an Event) reaches the controller.
+    env.emu.expire_access_tokens();
+    let answer = post(2).await.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        )
+    });
+    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    let events = kubectl_ok(
+        env.plane,
+        &[
+            "get",
+            "events",
+            "-n",
+            notifier_ns,
+            "--field-selector=reason=AccessTokenRejected",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        !events.trim().is_empty(),
+        "the relay asked through an Event"
+    );
+    let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(!logs.contains("forbidden"), "{logs}");
+    relay.kill().await.expect("stopped");
+    let _ = relay.wait().await;
 }
 
 /// One after the other: a cluster-scoped controller would also pick up the namespaced test's

@@ -20,6 +20,7 @@ fn now() -> u64 {
 }
 
 fn assertion(claims: Value) -> String {
+    lineworks_client::install_crypto_provider();
     let key = EncodingKey::from_rsa_pem(fixture("service-account.key").as_bytes()).expect("key");
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).expect("jwt")
 }

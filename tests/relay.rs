@@ -55,13 +55,17 @@ impl Setup {
         .await;
         let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
         options.allowed_hosts = AllowedHosts::loopback();
-        options.namespace = Some(env.ns.clone());
+        options.namespaces = vec![env.ns.clone()];
         options.notifier = Some((env.ns.clone(), "front".into()));
-        options.token = Some(SecretString::from(TOKEN));
+        options.auth = relay::CallerAuth::RelayToken(SecretString::from(TOKEN));
         options.deadline = Duration::from_secs(3);
         options.request_timeout = Duration::from_secs(2);
         tune(&mut options);
         let sidecar = options.notifier.is_some();
+        if !sidecar {
+            // Deployment mode: each caller presents its notifier's own token.
+            options.auth = relay::CallerAuth::PerNotifier;
+        }
         let relay = relay::start(env.client.clone(), options)
             .await
             .expect("relay starts");
@@ -80,6 +84,19 @@ impl Setup {
         format!("http://{}{path}", self.relay.addr)
     }
 
+    /// The bearer token for `path`: the relay's in sidecar mode, else the caller token of the
+    /// notifier the path names (from the Secret the controller generates).
+    async fn bearer(&self, path: &str) -> String {
+        if self.sidecar {
+            return TOKEN.into();
+        }
+        let name = path
+            .strip_prefix("/v1/notifiers/")
+            .and_then(|rest| rest.split('/').nth(1))
+            .unwrap_or("front");
+        support::operator::caller_token(&self.env, name).await
+    }
+
     /// Waits until the relay's readiness answer for `name` satisfies `done`.
     async fn wait_readiness(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) {
         let path = if self.sidecar && name == "front" {
@@ -87,11 +104,12 @@ impl Setup {
         } else {
             format!("/v1/notifiers/{}/{name}", self.env.ns)
         };
+        let bearer = self.bearer(&path).await;
         support::wait_for(what, support::operator::WAIT, || async {
             let r = self
                 .http
                 .get(self.url(&path))
-                .bearer_auth(TOKEN)
+                .bearer_auth(&bearer)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -116,7 +134,7 @@ impl Setup {
         let r = self
             .http
             .post(self.url(path))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.bearer(path).await)
             .json(&body)
             .send()
             .await
@@ -828,12 +846,21 @@ async fn a_full_queue_answers_429_and_health_readiness_and_metrics_answer() {
 }
 
 #[tokio::test]
-async fn a_public_address_without_a_token_is_refused() {
+async fn a_public_address_without_a_token_or_a_relay_wide_token_in_deployment_mode_is_refused() {
     let plane = support::control_plane_with_crd().await;
     let client = plane.client().await.expect("client");
-    let options = RelayOptions::new("0.0.0.0:0".parse().expect("addr"));
-    let err = relay::start(client, options).await.err().expect("refused");
+    let mut options = RelayOptions::new("0.0.0.0:0".parse().expect("addr"));
+    options.auth = relay::CallerAuth::Open;
+    let err = relay::start(client.clone(), options)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+    // One token for every notifier of every namespace: only a sidecar (one notifier) may.
+    let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+    options.auth = relay::CallerAuth::RelayToken(SecretString::from(TOKEN));
+    let err = relay::start(client, options).await.err().expect("refused");
+    assert!(err.to_string().contains("relay-caller"), "{err}");
 }
 
 #[tokio::test]
@@ -842,7 +869,8 @@ async fn a_sidecar_told_to_watch_another_namespace_is_refused() {
     let client = plane.client().await.expect("client");
     let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
     options.notifier = Some(("team-a".into(), "front".into()));
-    options.namespace = Some("team-b".into());
+    options.auth = relay::CallerAuth::Open;
+    options.namespaces = vec!["team-b".into()];
     let err = relay::start(client, options).await.err().expect("refused");
     assert!(
         err.to_string().contains("team-b") && err.to_string().contains("team-a"),
@@ -894,9 +922,10 @@ async fn a_notifier_waiting_for_its_token_does_not_hold_up_another() {
     let waiting = {
         let http = s.http.clone();
         let url = s.url(&format!("{front}/notifications"));
+        let bearer = s.bearer(&front).await;
         tokio::spawn(async move {
             http.post(url)
-                .bearer_auth(TOKEN)
+                .bearer_auth(bearer)
                 .json(&json!({"visitor": visitor()}))
                 .send()
                 .await

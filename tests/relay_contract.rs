@@ -46,7 +46,7 @@ async fn the_relay_keeps_its_openapi_contract() {
     let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
     options.allowed_hosts = lineworks_operator::endpoints::AllowedHosts::loopback();
     options.notifier = Some((env.ns.clone(), "front".into()));
-    options.token = Some(SecretString::from(TOKEN));
+    options.auth = relay::CallerAuth::RelayToken(SecretString::from(TOKEN));
     options.deadline = Duration::from_secs(3);
     options.request_timeout = Duration::from_secs(2);
     let relay = relay::start(env.client.clone(), options)

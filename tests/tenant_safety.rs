@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
-use kube::api::{Patch, PatchParams};
 use lineworks_emulator::Fault;
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType, Reason};
 use lineworks_operator::api::contract::{self, token_secret};
@@ -248,6 +247,7 @@ async fn ready_notifier_with_relay(
     let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
     options.allowed_hosts = AllowedHosts::loopback();
     options.notifier = Some((env.ns.clone(), "front".into()));
+    options.auth = lineworks_operator::relay::CallerAuth::Open;
     options.token_wait = Duration::from_millis(500);
     options.deadline = Duration::from_secs(3);
     let relay = lineworks_operator::relay::start(env.client.clone(), options)
@@ -384,13 +384,7 @@ async fn tokens_are_not_written_into_a_secret_swapped_in_meanwhile() {
         times: Some(1),
         ..Default::default()
     });
-    let request = json!({"metadata": {"annotations": {
-        contract::REFRESH_REQUESTED_ANNOTATION: lineworks_client::token_fingerprint(&token.into())
-    }}});
-    env.notifiers()
-        .patch("front", &PatchParams::default(), &Patch::Merge(&request))
-        .await
-        .expect("refresh requested");
+    env.report_token_rejected("front", &token).await;
     support::wait_for(
         "the token request is in flight",
         support::operator::WAIT,
@@ -510,7 +504,7 @@ async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() 
         ..Default::default()
     });
     let reporting = tokio::spawn({
-        let notifiers = env.notifiers();
+        let (client, ns) = (env.client.clone(), env.ns.clone());
         let secrets = env.secrets();
         async move {
             let mut interval = tokio::time::interval(Duration::from_millis(200));
@@ -520,12 +514,7 @@ async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() 
                     continue;
                 };
                 let token = support::oauth::secret_value(&s, token_secret::ACCESS_TOKEN);
-                let request = json!({"metadata": {"annotations": {
-                    contract::REFRESH_REQUESTED_ANNOTATION: lineworks_client::token_fingerprint(&token.into())
-                }}});
-                let _ = notifiers
-                    .patch("front", &PatchParams::default(), &Patch::Merge(&request))
-                    .await;
+                support::operator::report_token_rejected(&client, &ns, "front", &token).await;
             }
         }
     });
@@ -584,4 +573,260 @@ async fn a_crafted_callback_url_shows_only_inert_text() {
         "{page}"
     );
     a.stop().await;
+}
+
+/// A Deployment-mode relay (per-notifier caller tokens) serving `namespaces`.
+async fn shared_relay(
+    client: &kube::Client,
+    namespaces: Vec<String>,
+    tune: impl FnOnce(&mut RelayOptions),
+) -> lineworks_operator::relay::RelayHandle {
+    let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+    options.allowed_hosts = AllowedHosts::loopback();
+    options.namespaces = namespaces;
+    options.auth = lineworks_operator::relay::CallerAuth::PerNotifier;
+    tune(&mut options);
+    lineworks_operator::relay::start(client.clone(), options)
+        .await
+        .expect("relay starts")
+}
+
+/// POSTs a visitor notification to `ns/name` through a Deployment-mode relay with `bearer`.
+async fn notify_as(
+    relay: &lineworks_operator::relay::RelayHandle,
+    ns: &str,
+    name: &str,
+    bearer: &str,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/notifiers/{ns}/{name}/notifications",
+            relay.addr
+        ))
+        .bearer_auth(bearer)
+        .json(&json!({"visitor": {"name": "佐藤"}}))
+        .send()
+        .await
+        .expect("answer");
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Waits until the relay has seen the notifier's caller token and token (a readiness answer).
+async fn wait_relay_serves(
+    relay: &lineworks_operator::relay::RelayHandle,
+    ns: &str,
+    name: &str,
+    bearer: &str,
+) {
+    let url = format!("http://{}/v1/notifiers/{ns}/{name}", relay.addr);
+    support::wait_for(
+        "the relay serves the notifier",
+        support::operator::WAIT,
+        || {
+            let (url, bearer) = (url.clone(), bearer.to_string());
+            async move {
+                let r = reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let body: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+                if body["ready"] == true {
+                    Ok(())
+                } else {
+                    Err(body.to_string())
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Item 4: one relay serves two tenants. A caller holding tenant A's token cannot send through
+/// tenant B's notifier, cannot tell B's notifiers from missing ones, and a Secret squatting on a
+/// notifier's caller-Secret name (not written by the controller) opens nothing.
+#[tokio::test]
+async fn a_callers_token_opens_its_own_notifier_and_no_other() {
+    let a = Env::new("tenant-caller-a", world()).await;
+    let b = Env::new("tenant-caller-b", world()).await;
+    let controller_a = a.start_controller(None);
+    let controller_b = b.start_controller(None);
+    a.apply_ready_notifier("front", json!({"rateLimitPerMinute": 240}))
+        .await;
+    b.apply_ready_notifier("front", json!({"rateLimitPerMinute": 240}))
+        .await;
+    let relay = shared_relay(&a.client, vec![a.ns.clone(), b.ns.clone()], |_| {}).await;
+    let token_a = support::operator::caller_token(&a, "front").await;
+    let token_b = support::operator::caller_token(&b, "front").await;
+    assert_ne!(token_a, token_b);
+    assert_eq!(token_a.len(), 64, "32 random bytes");
+    wait_relay_serves(&relay, &a.ns, "front", &token_a).await;
+    wait_relay_serves(&relay, &b.ns, "front", &token_b).await;
+    let status = a.notifiers().get("front").await.expect("front").status;
+    assert_eq!(
+        status.and_then(|s| s.caller_token_secret_name).as_deref(),
+        Some("front-relay-caller")
+    );
+
+    // A's token on B's notifier, no token, and A's token on a notifier that does not exist:
+    // all the same 401, and nothing reaches B's LINE WORKS.
+    for (ns, name, bearer) in [
+        (&b.ns, "front", token_a.as_str()),
+        (&b.ns, "front", ""),
+        (&b.ns, "missing", token_a.as_str()),
+        (&a.ns, "front", &token_a[..63]),
+    ] {
+        let (status, body) = notify_as(&relay, ns, name, bearer).await;
+        assert_eq!(status, 401, "{ns}/{name}: {body}");
+    }
+    assert!(b.emu.delivered().is_empty(), "nothing sent through B");
+    let (status, body) = notify_as(&relay, &a.ns, "front", &token_a).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = notify_as(&relay, &b.ns, "front", &token_b).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Someone who may create Secrets in A squats on the caller-Secret name of a notifier about
+    // to be created, with a token they know: the relay does not accept it, and the notifier says
+    // why.
+    const SQUAT: &str = "squatter-token-known-to-the-attacker";
+    let squat = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": contract::caller_secret::name("lobby"),
+            "labels": {contract::MANAGED_BY_LABEL: contract::MANAGED_BY}},
+        "stringData": {contract::caller_secret::TOKEN: SQUAT}});
+    a.secrets()
+        .create(
+            &Default::default(),
+            &serde_json::from_value(squat).expect("secret"),
+        )
+        .await
+        .expect("squatting Secret");
+    a.apply_ready_notifier("lobby", json!({"rateLimitPerMinute": 240}))
+        .await;
+    let (status, body) = notify_as(&relay, &a.ns, "lobby", SQUAT).await;
+    assert_eq!(status, 401, "{body}");
+    let lobby = a.notifiers().get("lobby").await.expect("lobby");
+    assert_eq!(
+        lobby.status.and_then(|s| s.caller_token_secret_name),
+        None,
+        "status names no caller Secret it does not own"
+    );
+    assert!(
+        visible_text(&a, "lobby")
+            .await
+            .contains("does not belong to this notifier"),
+        "an Event says what to do"
+    );
+    relay.shutdown().await;
+    controller_a.stop().await;
+    controller_b.stop().await;
+}
+
+/// A second app of the same LINE WORKS domain, with its own Service Account.
+fn world_with_second_app() -> lineworks_emulator::World {
+    let mut w = world();
+    let mut second = w.apps[0].clone();
+    second.client_id = "client-2".into();
+    second.client_secret = "client-2-secret".into();
+    second.service_accounts = vec!["sa-2.serviceaccount@testtest".into()];
+    w.apps.push(second);
+    w
+}
+
+/// Item 11: a notifier of another app names our domain with a tiny budget and floods the shared
+/// relay. Our notifier's visitors still go out at once: its budget is keyed by its own app, and
+/// the flood's notifications waiting for their budget hold none of the relay's send slots
+/// (there is one here).
+#[tokio::test]
+async fn a_flood_on_one_notifier_does_not_delay_another() {
+    let env = Env::new("tenant-fair", world_with_second_app()).await;
+    let controller = env.start_controller(None);
+    env.apply_ready_notifier("front", json!({"rateLimitPerMinute": 240}))
+        .await;
+    let mut flood_credentials = good_credentials();
+    flood_credentials["clientId"] = json!("client-2");
+    flood_credentials["clientSecret"] = json!("client-2-secret");
+    flood_credentials["serviceAccountId"] = json!("sa-2.serviceaccount@testtest");
+    env.apply_secret("app-2", flood_credentials).await;
+    // 6 per minute: a burst of 1, then one per 12 s.
+    env.apply_notifier(
+        "flood",
+        json!({"rateLimitPerMinute": 6,
+            "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "app-2"}}}),
+    )
+    .await;
+    env.wait_condition(
+        "flood",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    let relay = shared_relay(&env.client, vec![env.ns.clone()], |o| {
+        o.concurrency = 1;
+        o.deadline = Duration::from_secs(20);
+    })
+    .await;
+    let front = support::operator::caller_token(&env, "front").await;
+    let flood = support::operator::caller_token(&env, "flood").await;
+    wait_relay_serves(&relay, &env.ns, "front", &front).await;
+    wait_relay_serves(&relay, &env.ns, "flood", &flood).await;
+
+    let flooding: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, flood) = (
+                format!(
+                    "http://{}/v1/notifiers/{}/flood/notifications",
+                    relay.addr, env.ns
+                ),
+                flood.clone(),
+            );
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(flood)
+                    .json(&json!({"visitor": {"name": "flood"}}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // The flood's budget admits what it can send within the deadline; the rest is 429.
+    let metrics = Arc::clone(&relay.metrics);
+    support::wait_for(
+        "the flood to fill its queue",
+        support::operator::WAIT,
+        || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                if metrics.accepted() >= 2 {
+                    Ok(())
+                } else {
+                    Err(metrics.accepted().to_string())
+                }
+            }
+        },
+    )
+    .await;
+    const BOUND: Duration = Duration::from_secs(2);
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = notify_as(&relay, &env.ns, "front", &front).await;
+        let took = started.elapsed();
+        assert_eq!(status, 200, "visitor {i}: {body}");
+        assert!(took < BOUND, "visitor {i} waited {took:?} behind the flood");
+    }
+    let mut refused = 0;
+    for f in flooding {
+        if f.await.expect("task").expect("answer") == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the flood was bounded by its own budget");
+    relay.shutdown().await;
+    controller.stop().await;
 }

@@ -29,12 +29,85 @@ pub fn controlled_by(
     })
 }
 
-/// Annotation on a notifier through which the relay asks the controller for a new token: the
-/// [`token_fingerprint`](lineworks_client::token_fingerprint) of the token LINE WORKS rejected.
-pub const REFRESH_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/token-refresh-requested";
+/// How the relay asks the controller for a new token: a core/v1 Event on the notifier, so the
+/// relay needs only `create` on Events, never a write on a notifier (which could rewrite its
+/// spec). The controller watches Events with [`token_rejected::field_selector`] and acts on one
+/// only if its fingerprint is that of the token it stored, so a forged Event can at most ask for
+/// a renewal the renewal floor allows anyway.
+pub mod token_rejected {
+    /// The Event's reason; also what `kubectl describe` shows.
+    pub const REASON: &str = "AccessTokenRejected";
+    /// Annotation on the Event: the
+    /// [`token_fingerprint`](lineworks_client::token_fingerprint) of the token LINE WORKS
+    /// rejected (a hash prefix, never the token).
+    pub const FINGERPRINT_ANNOTATION: &str = "lineworks-operator.dev/rejected-token";
+    /// Who writes it (the Event's source and reporting component).
+    pub const COMPONENT: &str = "lineworks-operator-relay";
+
+    use crate::api::LineWorksNotifier;
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use kube::{Resource, ResourceExt};
+
+    /// One Event per notifier and rejected token: relay replicas seeing the same rejection
+    /// create the same object, and the first one wins (the others get AlreadyExists).
+    pub fn event_name(notifier: &str, fingerprint: &str) -> String {
+        // Event names are DNS subdomains (at most 253 characters).
+        let head: String = notifier.chars().take(200).collect();
+        format!("{head}.token-rejected.{fingerprint}")
+    }
+
+    /// The Events the controller watches.
+    pub fn field_selector() -> String {
+        format!("involvedObject.kind=LineWorksNotifier,reason={REASON}")
+    }
+
+    /// The Event asking the controller to renew the token with `fingerprint`, written by relay
+    /// `instance`; it shows in `kubectl describe` as a Warning on the notifier.
+    pub fn event(
+        notifier: &crate::api::LineWorksNotifier,
+        fingerprint: String,
+        instance: &str,
+    ) -> Event {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(&notifier.name_any(), &fingerprint)),
+                namespace: notifier.namespace(),
+                annotations: Some([(FINGERPRINT_ANNOTATION.to_string(), fingerprint)].into()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some(LineWorksNotifier::api_version(&()).into_owned()),
+                kind: Some(LineWorksNotifier::kind(&()).into_owned()),
+                name: Some(notifier.name_any()),
+                namespace: notifier.namespace(),
+                uid: notifier.metadata.uid.clone(),
+                ..Default::default()
+            },
+            reason: Some(REASON.into()),
+            type_: Some("Warning".into()),
+            message: Some(
+                "LINE WORKS rejected the stored access token; the relay asked the controller for a new one"
+                    .into(),
+            ),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: None,
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(instance.chars().take(128).collect()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        }
+    }
+}
 /// Annotation on a notifier that asks for a reconcile now (any new value, e.g. a timestamp), the
 /// way Flux's `reconcile.fluxcd.io/requestedAt` does. Other metadata changes do not wake the
-/// controller: it acts on the spec, this annotation, the relay's refresh request and deletion.
+/// controller: it acts on the spec, this annotation, the relay's refresh request (an Event, see
+/// [`token_rejected`]) and deletion.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/reconcile-requested-at";
 /// Annotation `<holder> <unix millis>` on a token Secret while a refresh is in flight.
 pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";
@@ -81,6 +154,20 @@ pub mod token_secret {
     pub const AUTHORIZATION_FAILURE: &str = "authorizationFailure";
     /// userAccount: the `state` of the authorization URL being offered.
     pub const AUTHORIZATION_STATE: &str = "authorizationState";
+}
+
+/// The Secret holding a notifier's caller token: what a caller must present to the Deployment
+/// relay to send through that notifier (and through no other). The controller generates it,
+/// owned by the notifier, in the notifier's namespace, so the people who may read Secrets there
+/// (the notifier's owners) hand it to their reception app; deleting it makes a new one.
+pub mod caller_secret {
+    /// `<notifier>-relay-caller`.
+    pub fn name(notifier: &str) -> String {
+        format!("{notifier}-relay-caller")
+    }
+
+    /// The key holding the token.
+    pub const TOKEN: &str = "token";
 }
 
 /// Text of the test notification unless `spec.templates.test` says otherwise (the wording of the

@@ -442,6 +442,12 @@ pub struct LineWorksNotifierStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_name: Option<String>,
 
+    /// Secret holding the token callers present to the Deployment relay to send through this
+    /// notifier (key `token`; generated, never overwritten: delete it to rotate). Absent while a
+    /// Secret of that name belongs to something else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_token_secret_name: Option<String>,
+
     /// When the current access token expires (the token itself is only in the token Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<Time>,
@@ -644,6 +650,8 @@ impl LineWorksNotifierSpec {
             api_base_url: self.api_base_url().to_string(),
             auth_base_url: self.auth_base_url().to_string(),
             domain: self.domain.clone(),
+            // Known once credentials are read (the controller) or tokens stored (the relay).
+            app: String::new(),
             rate_limit_per_minute: u32::try_from(self.rate_limit_per_minute())
                 .ok()
                 .filter(|_| pacing)

@@ -26,7 +26,6 @@ use super::reconcile::{ReconcileError, kube_err};
 use super::tokens::{self, Found, RefreshClaim, Stored};
 use super::verdict::{Verdict, unauthorized};
 use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
-use crate::api::contract::REFRESH_REQUESTED_ANNOTATION;
 use crate::api::{AuthMode, LineWorksNotifier};
 
 /// Lifetime of a LINE WORKS refresh token.
@@ -289,14 +288,20 @@ impl Authorizer<'_> {
         }))
     }
 
-    /// Whether the relay reported LINE WORKS rejecting the stored access token (the annotation
-    /// holds that token's fingerprint).
+    /// Whether a relay reported LINE WORKS rejecting the stored access token (an Event naming
+    /// that token's fingerprint).
     fn relay_saw_rejected(&self, stored: &TokenSecret) -> bool {
+        let key = format!(
+            "{}/{}",
+            self.notifier.namespace().unwrap_or_default(),
+            self.notifier.name_any()
+        );
         stored.usable.as_ref().is_some_and(|s| {
-            self.notifier
-                .annotations()
-                .get(REFRESH_REQUESTED_ANNOTATION)
-                == Some(&token_fingerprint(&s.tokens.access_token))
+            self.ctx.refresh_requests.requested(
+                &key,
+                self.notifier.metadata.uid.as_deref(),
+                &token_fingerprint(&s.tokens.access_token),
+            )
         })
     }
 

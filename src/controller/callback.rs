@@ -145,42 +145,55 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
         } if bool::from(pending.as_bytes().ct_eq(state.as_bytes())) => secret,
         _ => return Err(used()),
     };
-    // Spend the state first: a replay, or a second tab, finds it gone.
-    let spent = tokens::consume_pending_state(&secrets, &secret)
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => used(),
-            e => Refusal::Failed(format!("updating the token Secret: {e}")),
-        })?;
-    let record = |code: String| {
-        let (secrets, notifier) = (&secrets, &notifier);
-        async move {
-            let fingerprint = match super::credentials::load(secrets, notifier).await {
-                Ok(Ok(c)) => c.fingerprint,
-                _ => String::new(),
-            };
-            if let Err(e) =
-                tokens::record_authorization_failure(secrets, notifier, &code, &fingerprint).await
-            {
-                tracing::warn!(error = %e, "could not record the failed authorization");
-            }
+    // A callback that cannot complete (no code, no readable credentials) leaves the state
+    // unspent, so the administrator's link still works once the cause is fixed.
+    let code = match (&denial, q.code()) {
+        (Some(_), _) => None,
+        (None, Some(code)) => Some(code),
+        (None, None) => {
+            return Err(Refusal::BadRequest("the code parameter is missing".into()));
         }
     };
-    if let (Some(denial), Some(error)) = (denial, q.error.clone()) {
-        record(error).await;
-        return Err(Refusal::Denied(denial));
-    }
-    let code = q
-        .code()
-        .ok_or_else(|| Refusal::BadRequest("the code parameter is missing".into()))?;
     let credentials = match super::credentials::load(&secrets, &notifier).await {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => Some(c),
+        // A denial is recorded whatever the credentials say.
+        _ if denial.is_some() => None,
         Ok(Err(verdict)) => return Err(Refusal::Failed(verdict.message)),
         Err(e) => {
             return Err(Refusal::Failed(format!(
                 "reading the credentials Secret: {e}"
             )));
         }
+    };
+    // Spend the state before anything is sent to LINE WORKS: a replay, or a second tab, finds
+    // it gone.
+    let spent = tokens::consume_pending_state(&secrets, &secret)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => used(),
+            e => Refusal::Failed(format!("updating the token Secret: {e}")),
+        })?;
+    let fingerprint = credentials
+        .as_ref()
+        .map(|c| c.fingerprint.clone())
+        .unwrap_or_default();
+    let record = |code: String| {
+        let (secrets, notifier, fingerprint) = (&secrets, &notifier, &fingerprint);
+        async move {
+            if let Err(e) =
+                tokens::record_authorization_failure(secrets, notifier, &code, fingerprint).await
+            {
+                tracing::warn!(error = %e, "could not record the failed authorization");
+            }
+        }
+    };
+    let (Some(code), Some(credentials)) = (code, credentials) else {
+        let error = q.error.clone().unwrap_or_default();
+        record(error).await;
+        return Err(match denial {
+            Some(denial) => Refusal::Denied(denial),
+            None => Refusal::Failed("no code".into()),
+        });
     };
     let redirect = notifier.spec.redirect_url();
     let lineworks = ctx

@@ -76,6 +76,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per notifier: the last attempt to replace an existing token (the renewal floor).
     renewal_attempts: Mutex<HashMap<String, SystemTime>>,
+    /// The relay's requests for a new token (from Events).
+    pub refresh_requests: super::refresh_requests::RefreshRequests,
 }
 
 impl Context {
@@ -103,6 +105,7 @@ impl Context {
             verified: Mutex::default(),
             failures: Mutex::default(),
             renewal_attempts: Mutex::default(),
+            refresh_requests: Default::default(),
         })
     }
 
@@ -176,6 +179,7 @@ impl Context {
         self.reset_backoff(key);
         self.set_verified(key, None);
         lock(&self.renewal_attempts).remove(key);
+        self.refresh_requests.forget(key);
     }
 
     /// When this process last tried to replace the notifier's existing token.

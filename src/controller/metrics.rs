@@ -61,6 +61,7 @@ pub struct CallLabel {
 pub enum Written {
     Status,
     TokenSecret,
+    CallerSecret,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +75,7 @@ impl Written {
             object: match self {
                 Written::Status => "status",
                 Written::TokenSecret => "token_secret",
+                Written::CallerSecret => "caller_secret",
             }
             .into(),
         }
@@ -132,7 +134,7 @@ impl Default for Metrics {
         serve.register(&mut registry);
         registry.register(
             "kube_writes",
-            "Writes to the API server by object (status, token_secret): flat in a steady fleet",
+            "Writes to the API server by object (status, token_secret, caller_secret): flat in a steady fleet",
             kube_writes.clone(),
         );
         registry.register(

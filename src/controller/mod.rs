@@ -1,13 +1,15 @@
 //! `lineworks-operator controller`: reconciles `LineWorksNotifier` objects.
 //!
 //! Watches notifiers, the token Secrets they own (metadata only, by label) and the Secrets they
-//! name for credentials (metadata only; a change re-reconciles exactly the notifiers naming it).
+//! name for credentials (metadata only; a change re-reconciles exactly the notifiers naming it),
+//! and the relay's token refresh requests (Events of one reason, selected by the API server).
 //! Only the holder of the leader Lease reconciles; every replica serves `/healthz`, `/readyz` and
 //! `/metrics`.
 
 mod authorization;
 mod bot_checks;
 mod callback;
+mod caller_token;
 mod context;
 pub(crate) mod credentials;
 mod diagnosis;
@@ -15,6 +17,7 @@ mod findings;
 mod metrics;
 pub mod oauth_state;
 mod reconcile;
+mod refresh_requests;
 mod revocation;
 mod server;
 mod status;
@@ -29,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Event, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -245,16 +248,22 @@ pub async fn run_with(
         lease_state = Some((leader, task));
     }
 
-    let (notifiers, secrets): (
+    let (notifiers, secrets, events): (
         Api<crate::api::LineWorksNotifier>,
         Api<PartialObjectMeta<Secret>>,
+        Api<Event>,
     ) = match &options.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
         ),
         // Metadata only: the controller never caches Secret contents.
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     // The store sees every change; reconciles are triggered only by what they act on, so the
     // controller's own status writes do not wake it again.
@@ -272,6 +281,14 @@ pub async fn run_with(
     )
     .touched_objects();
     let credential_secrets = watcher(secrets, watcher::Config::default()).touched_objects();
+    // The relay's refresh requests: Events of one reason on notifiers, selected by the server.
+    let refresh_events = watcher(
+        events,
+        watcher::Config::default().fields(&crate::api::contract::token_rejected::field_selector()),
+    )
+    .applied_objects();
+    let requests_store = store.clone();
+    let requests_ctx = Arc::clone(&ctx);
     let lost_lease = Arc::new(AtomicBool::new(false));
     let stop_controller = {
         let mut stop = stop_rx.clone();
@@ -310,6 +327,11 @@ pub async fn run_with(
                 .map(|n| ObjectRef::from_obj(&*n))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(refresh_events, move |event| {
+            requests_ctx
+                .refresh_requests
+                .record(&event, &requests_store)
+        })
         .graceful_shutdown_on(stop_controller)
         .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
@@ -334,7 +356,7 @@ pub async fn run_with(
     Ok(())
 }
 
-/// What a reconcile acts on: the spec (generation), the relay's refresh request, a requested
+/// What a reconcile acts on: the spec (generation), a requested
 /// reconcile, deletion and finalizers. Status and other metadata are left out: the controller
 /// writes status itself, and its own writes must not wake it again.
 fn work_inputs(notifier: &crate::api::LineWorksNotifier) -> Option<u64> {
@@ -345,15 +367,10 @@ fn work_inputs(notifier: &crate::api::LineWorksNotifier) -> Option<u64> {
     meta.generation.hash(&mut hash);
     meta.deletion_timestamp.is_some().hash(&mut hash);
     meta.finalizers.hash(&mut hash);
-    for annotation in [
-        crate::api::contract::REFRESH_REQUESTED_ANNOTATION,
-        crate::api::contract::RECONCILE_REQUESTED_ANNOTATION,
-    ] {
-        meta.annotations
-            .as_ref()
-            .and_then(|a| a.get(annotation))
-            .hash(&mut hash);
-    }
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::contract::RECONCILE_REQUESTED_ANNOTATION))
+        .hash(&mut hash);
     Some(hash.finish())
 }
 

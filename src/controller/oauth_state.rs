@@ -127,6 +127,7 @@ impl StateKey {
         };
         // HS256 over a fixed, valid key cannot fail; an empty string would only yield a URL the
         // callback rejects.
+        lineworks_client::install_crypto_provider();
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -141,6 +142,7 @@ impl StateKey {
 
     /// Checks signature, audience and expiry; the caller checks the notifier and the nonce.
     pub fn verify(&self, state: &str) -> Result<StateClaims, StateRejected> {
+        lineworks_client::install_crypto_provider();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud"]);

@@ -116,6 +116,9 @@ async fn run(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, Reco
     let notifiers: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut findings = Findings::new(notifier);
+    findings.status.caller_token_secret_name = super::caller_token::ensure(&secrets, notifier, ctx)
+        .await
+        .map_err(kube_err("generating the caller token Secret"))?;
 
     if notifier.spec.suspend {
         findings.set(not_in_service(
@@ -217,6 +220,8 @@ async fn steps(
             return Ok(());
         }
     };
+    // Budgets are per domain and app: another app naming this domain paces on its own.
+    let lineworks = lineworks.for_app(&credentials.fingerprint);
     let authorizer = Authorizer {
         notifier,
         ctx,

@@ -80,6 +80,7 @@ pub async fn cleanup(
     {
         tracing::warn!(notifier = key, error = %e, "could not delete the token Secret");
     }
+    super::caller_token::delete(&secrets, notifier).await;
     ctx.metrics
         .token_revocations
         .get_or_create(&ResultLabel {

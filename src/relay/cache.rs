@@ -5,33 +5,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::PostParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use lineworks_client::{ExposeSecret, SecretString, token_fingerprint};
 
 use crate::api::LineWorksNotifier;
-use crate::api::contract::{self, REFRESH_REQUESTED_ANNOTATION, token_secret};
+use crate::api::contract::{self, token_rejected, token_secret};
 
 /// How often a waiting delivery looks at the Secret store again.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Which objects the relay watches.
 pub struct Scope {
-    /// One namespace, or all.
-    pub namespace: Option<String>,
+    /// The namespaces served, each watched on its own (so a namespaced Role per namespace
+    /// suffices); empty = all.
+    pub namespaces: Vec<String>,
     /// Sidecar mode: exactly one notifier and its token Secret, watched by name so the pod's
     /// Role can name exactly the two objects it reads.
     pub notifier: Option<String>,
     pub token_secret: Option<String>,
 }
 
-pub struct Cache {
-    client: Client,
+/// The notifiers and managed Secrets of one namespace (or of all).
+struct Watched {
+    namespace: Option<String>,
     notifiers: Store<LineWorksNotifier>,
     secrets: Store<Secret>,
+}
+
+pub struct Cache {
+    client: Client,
+    watched: Vec<Watched>,
     /// How long to wait for a token to appear or be renewed.
     token_wait: Duration,
 }
@@ -39,69 +46,96 @@ pub struct Cache {
 impl Cache {
     /// Starts the watches; the stores fill in the background (see [`Cache::synced`]).
     pub fn start(client: Client, scope: Scope, token_wait: Duration) -> Self {
-        let (notifier_api, secret_api): (Api<LineWorksNotifier>, Api<Secret>) =
-            match &scope.namespace {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client.clone())),
-            };
-        let mut notifier_config = watcher::Config::default();
-        let mut secret_config = watcher::Config::default().labels(&contract::managed_selector());
-        if let Some(name) = &scope.notifier {
-            notifier_config = notifier_config.fields(&format!("metadata.name={name}"));
-            let token_secret = scope
-                .token_secret
-                .clone()
-                .unwrap_or_else(|| token_secret::default_name(name));
-            secret_config = secret_config.fields(&format!("metadata.name={token_secret}"));
-        }
-        let (notifiers, notifier_writer) = reflector::store();
-        let (secrets, secret_writer) = reflector::store();
-        tokio::spawn(
-            reflector::reflector(notifier_writer, watcher(notifier_api, notifier_config))
-                .default_backoff()
-                .for_each(|_| async {}),
-        );
-        tokio::spawn(
-            reflector::reflector(secret_writer, watcher(secret_api, secret_config))
-                .default_backoff()
-                .for_each(|_| async {}),
-        );
+        let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+            vec![None]
+        } else {
+            scope.namespaces.iter().cloned().map(Some).collect()
+        };
+        let watched = namespaces
+            .into_iter()
+            .map(|namespace| watch(&client, namespace, &scope))
+            .collect();
         Self {
             client,
-            notifiers,
-            secrets,
+            watched,
             token_wait,
         }
     }
 
-    /// Whether both watches have listed (before that every notifier would look unknown),
+    /// Whether every watch has listed (before that every notifier would look unknown),
     /// waiting at most `wait`.
     pub async fn synced(&self, wait: Duration) -> bool {
         let listed = |ready: Result<Result<(), _>, _>| matches!(ready, Ok(Ok(())));
-        listed(tokio::time::timeout(wait, self.notifiers.wait_until_ready()).await)
-            && listed(tokio::time::timeout(wait, self.secrets.wait_until_ready()).await)
+        for w in &self.watched {
+            if !(listed(tokio::time::timeout(wait, w.notifiers.wait_until_ready()).await)
+                && listed(tokio::time::timeout(wait, w.secrets.wait_until_ready()).await))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The watch covering `ns`, if the relay serves it.
+    fn of(&self, ns: &str) -> Option<&Watched> {
+        self.watched
+            .iter()
+            .find(|w| w.namespace.as_deref().is_none_or(|n| n == ns))
     }
 
     pub fn notifier(&self, ns: &str, name: &str) -> Option<Arc<LineWorksNotifier>> {
-        self.notifiers.get(&ObjectRef::new(name).within(ns))
+        self.of(ns)?.notifiers.get(&ObjectRef::new(name).within(ns))
     }
 
-    /// The access token the controller stored for `notifier`, if the watch has seen it. Only a
-    /// Secret controlled by this very notifier (its UID) counts: one that merely carries the
-    /// label and the name (created by anyone who may create Secrets) is ignored.
-    pub fn token(&self, notifier: &LineWorksNotifier) -> Option<SecretString> {
+    /// A Secret named `name` next to `notifier` and controlled by it (its UID): the one proof
+    /// that the controller wrote it for that notifier. One that merely carries the label and the
+    /// name (created by anyone who may create Secrets) is ignored.
+    fn owned_secret(&self, notifier: &LineWorksNotifier, name: &str) -> Option<Arc<Secret>> {
         let ns = notifier.namespace()?;
-        let secret = self
+        self.of(&ns)?
             .secrets
-            .get(&ObjectRef::new(&notifier.token_secret_name()).within(&ns))
-            .filter(|s| contract::controlled_by(&s.metadata, notifier.metadata.uid.as_deref()))?;
-        let bytes = secret.data.as_ref()?.get(token_secret::ACCESS_TOKEN)?;
-        String::from_utf8(bytes.0.clone())
-            .ok()
-            .map(SecretString::from)
+            .get(&ObjectRef::new(name).within(&ns))
+            .filter(|s| contract::controlled_by(&s.metadata, notifier.metadata.uid.as_deref()))
+    }
+
+    /// The value under `key` of an owned Secret.
+    fn owned_value(&self, notifier: &LineWorksNotifier, name: &str, key: &str) -> Option<String> {
+        let secret = self.owned_secret(notifier, name)?;
+        let bytes = secret.data.as_ref()?.get(key)?;
+        String::from_utf8(bytes.0.clone()).ok()
+    }
+
+    /// The caller token the controller generated for `notifier` (see
+    /// [`caller_secret`](contract::caller_secret)).
+    pub fn caller_token(&self, notifier: &LineWorksNotifier) -> Option<SecretString> {
+        self.owned_value(
+            notifier,
+            &contract::caller_secret::name(&notifier.name_any()),
+            contract::caller_secret::TOKEN,
+        )
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from)
+    }
+
+    /// The LINE WORKS app the stored tokens were obtained with (a fingerprint of its
+    /// credentials), which keys the rate budget.
+    pub fn app(&self, notifier: &LineWorksNotifier) -> Option<String> {
+        self.owned_value(
+            notifier,
+            &notifier.token_secret_name(),
+            token_secret::CREDENTIALS_FINGERPRINT,
+        )
+    }
+
+    /// The access token the controller stored for `notifier`, if the watch has seen it (only
+    /// from a Secret the notifier controls).
+    pub fn token(&self, notifier: &LineWorksNotifier) -> Option<SecretString> {
+        self.owned_value(
+            notifier,
+            &notifier.token_secret_name(),
+            token_secret::ACCESS_TOKEN,
+        )
+        .map(SecretString::from)
     }
 
     /// The stored token, waiting (up to the token wait) while the Secret watch catches up.
@@ -116,20 +150,21 @@ impl Cache {
         rejected: &SecretString,
     ) -> Option<SecretString> {
         let ns = notifier.namespace()?;
-        let api: Api<LineWorksNotifier> = Api::namespaced(self.client.clone(), &ns);
-        let patch = serde_json::json!({"metadata": {"annotations": {
-            REFRESH_REQUESTED_ANNOTATION: token_fingerprint(rejected)
-        }}});
-        if let Err(e) = api
-            .patch(
-                &notifier.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        match events
+            .create(
+                &PostParams::default(),
+                &token_rejected::event(notifier, token_fingerprint(rejected), &instance()),
             )
             .await
         {
-            tracing::warn!(error = %e, "could not ask the controller for a new token");
-            return None;
+            Ok(_) => {}
+            // Another replica (or an earlier attempt) reported this very token already.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the controller for a new token");
+                return None;
+            }
         }
         self.wait_for_token(notifier, |token| {
             token.expose_secret() != rejected.expose_secret()
@@ -152,5 +187,48 @@ impl Cache {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+/// This relay, as named in the Events it writes: the pod name.
+fn instance() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| token_rejected::COMPONENT.into())
+}
+
+/// Watches of one namespace (or all): notifiers, and the Secrets the operator manages.
+fn watch(client: &Client, namespace: Option<String>, scope: &Scope) -> Watched {
+    let (notifier_api, secret_api): (Api<LineWorksNotifier>, Api<Secret>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let mut notifier_config = watcher::Config::default();
+    let mut secret_config = watcher::Config::default().labels(&contract::managed_selector());
+    if let Some(name) = &scope.notifier {
+        notifier_config = notifier_config.fields(&format!("metadata.name={name}"));
+        let token_secret = scope
+            .token_secret
+            .clone()
+            .unwrap_or_else(|| token_secret::default_name(name));
+        secret_config = secret_config.fields(&format!("metadata.name={token_secret}"));
+    }
+    let (notifiers, notifier_writer) = reflector::store();
+    let (secrets, secret_writer) = reflector::store();
+    tokio::spawn(
+        reflector::reflector(notifier_writer, watcher(notifier_api, notifier_config))
+            .default_backoff()
+            .for_each(|_| async {}),
+    );
+    tokio::spawn(
+        reflector::reflector(secret_writer, watcher(secret_api, secret_config))
+            .default_backoff()
+            .for_each(|_| async {}),
+    );
+    Watched {
+        namespace,
+        notifiers,
+        secrets,
     }
 }

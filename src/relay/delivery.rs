@@ -129,12 +129,10 @@ pub async fn deliver(
             "the controller has not stored a token for this notifier yet".into(),
         );
     };
-    // A send slot is held only while sending: waiting for a token (above) or for its renewal
-    // (below) must not keep other notifiers' visitors waiting.
-    let (mut dm, mut room) = {
-        let _slot = relay.sending.acquire().await;
-        send(&lineworks, &token, bot_id, &plan, &content, parts).await
-    };
+    // The client takes one of the relay's send slots only while a request is on the wire:
+    // pacing, waiting for a token (above) or for its renewal (below) keeps no other
+    // notifier's visitor waiting.
+    let (mut dm, mut room) = send(&lineworks, &token, bot_id, &plan, &content, parts).await;
     // The token died while this notification was out (revoked, expired early): renew it and
     // send again exactly the parts LINE WORKS refused for it, never one already delivered.
     let refused = Parts {
@@ -146,7 +144,6 @@ pub async fn deliver(
         renewal = Renewal::NoneArrived;
         if let Some(token) = relay.cache.renewed_token(notifier, &token).await {
             renewal = Renewal::Renewed;
-            let _slot = relay.sending.acquire().await;
             let (again_dm, again_room) =
                 send(&lineworks, &token, bot_id, &plan, &content, refused).await;
             if refused.dm {

@@ -21,6 +21,7 @@ use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use crate::api::deliverable::{Blocked, Deliverable, Delivering};
 use crate::api::{LineWorksNotifier, Route};
 use crate::endpoints::EndpointField;
+use kube::ResourceExt;
 
 /// Which notification endpoint was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,10 +131,7 @@ pub async fn metrics_text(State(relay): State<Arc<Relay>>) -> Response {
 }
 
 fn readiness_of(relay: &Relay, headers: &HeaderMap, ns: &str, name: &str) -> Response {
-    let notifier = match relay
-        .authenticate(headers)
-        .and_then(|()| known_notifier(relay, ns, name))
-    {
+    let notifier = match relay.caller_notifier(headers, ns, name) {
         Ok(n) => n,
         Err(refusal) => return relay.reject(refusal),
     };
@@ -177,16 +175,6 @@ fn ready_condition(notifier: &LineWorksNotifier) -> (bool, String, String) {
     }
 }
 
-fn known_notifier(relay: &Relay, ns: &str, name: &str) -> Result<Arc<LineWorksNotifier>, Refusal> {
-    relay.cache.notifier(ns, name).ok_or_else(|| {
-        Refusal::new(
-            StatusCode::NOT_FOUND,
-            "Unknown notifier",
-            format!("no LineWorksNotifier {ns}/{name}"),
-        )
-    })
-}
-
 /// Where an admitted notification goes.
 struct Destination {
     notifier: Arc<LineWorksNotifier>,
@@ -199,11 +187,13 @@ struct Destination {
 /// names.
 fn deliverable(
     relay: &Relay,
-    ns: &str,
-    name: &str,
+    notifier: Arc<LineWorksNotifier>,
     request: &Request,
 ) -> Result<Destination, Refusal> {
-    let notifier = known_notifier(relay, ns, name)?;
+    let (ns, name) = (
+        notifier.namespace().unwrap_or_default(),
+        notifier.name_any(),
+    );
     let route_name = match request {
         Request::Visitor(r) => r.route.as_deref(),
         Request::Test => None,
@@ -272,16 +262,18 @@ async fn notification(
     endpoint: Endpoint,
     body: Bytes,
 ) -> Response {
-    let admitted = relay.authenticate(&headers).and_then(|()| {
-        let request = match endpoint {
-            Endpoint::Notifications => {
-                Request::Visitor(Box::new(validation::parse(&headers, &body)?))
-            }
-            Endpoint::TestNotification => Request::Test,
-        };
-        let destination = deliverable(&relay, &ns, &name, &request)?;
-        Ok((request, destination))
-    });
+    let admitted = relay
+        .caller_notifier(&headers, &ns, &name)
+        .and_then(|notifier| {
+            let request = match endpoint {
+                Endpoint::Notifications => {
+                    Request::Visitor(Box::new(validation::parse(&headers, &body)?))
+                }
+                Endpoint::TestNotification => Request::Test,
+            };
+            let destination = deliverable(&relay, notifier, &request)?;
+            Ok((request, destination))
+        });
     let (request, destination) = match admitted {
         Ok(a) => a,
         Err(refusal) => return relay.reject(refusal),

@@ -4,7 +4,8 @@
 //! as a Deployment it serves every notifier it can see at `/v1/notifiers/{ns}/{name}/notifications`.
 //! It reads notifiers and their token Secrets through watches ([`cache`]) and holds only a
 //! send-only LINE WORKS client ([`MessageSender`]): on UNAUTHORIZED it asks the controller for a
-//! new token (annotation on the notifier), waits for it and retries once. Every accepted
+//! new token (an Event on the notifier), waits for it and retries once. In Deployment mode a
+//! caller presents the token of the notifier it sends through ([`CallerAuth::PerNotifier`]). Every accepted
 //! notification is delivered or reported failed, and counted ([`metrics`]).
 
 mod admission;
@@ -27,7 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use lineworks_client::{ExposeSecret, LineWorksClient, MessageSender, RateLimits, SecretString};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -46,10 +47,11 @@ pub struct RelayOptions {
     /// Sidecar mode: the notifier's token Secret (default `<name>-lineworks-token`), watched by
     /// name so the pod's Role can name exactly the two objects it reads.
     pub token_secret: Option<String>,
-    /// Watch one namespace; None = all (Deployment mode without a fixed notifier).
-    pub namespace: Option<String>,
-    /// Bearer token callers must present; None only on a loopback address.
-    pub token: Option<SecretString>,
+    /// The namespaces served, each watched on its own so namespaced Roles suffice; empty =
+    /// all (the ServiceAccount's RBAC then decides).
+    pub namespaces: Vec<String>,
+    /// How callers prove they may send.
+    pub auth: CallerAuth,
     pub max_body_bytes: usize,
     /// Notifications accepted but not finished, beyond which callers get 429.
     pub queue_capacity: usize,
@@ -83,8 +85,8 @@ impl RelayOptions {
             listen,
             notifier: None,
             token_secret: None,
-            namespace: None,
-            token: None,
+            namespaces: Vec::new(),
+            auth: CallerAuth::PerNotifier,
             max_body_bytes: 16 * 1024,
             queue_capacity: 1000,
             concurrency: 32,
@@ -102,6 +104,19 @@ impl RelayOptions {
     }
 }
 
+/// How callers prove they may send through a notifier.
+#[derive(Clone, Debug)]
+pub enum CallerAuth {
+    /// Nobody needs to: only on a loopback address (a sidecar, whose pod is the boundary).
+    Open,
+    /// One bearer token for the whole relay: sidecar mode only, where it serves one notifier.
+    RelayToken(SecretString),
+    /// The notifier's own caller token, from the Secret the controller generates for it
+    /// ([`caller_secret`](crate::api::contract::caller_secret)): a caller of one namespace
+    /// cannot send through another's notifier.
+    PerNotifier,
+}
+
 /// Errors that stop the relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -109,6 +124,14 @@ pub enum RelayError {
         "refusing to serve without a bearer token on {0}: only a loopback address (sidecar) may run without one"
     )]
     NoTokenOnPublicAddress(SocketAddr),
+    #[error(
+        "a relay-wide token (--token-file) would open every notifier this relay serves: it is for sidecar mode (--notifier) only; in Deployment mode each caller presents its notifier's token (Secret <notifier>-relay-caller)"
+    )]
+    RelayTokenWithoutNotifier,
+    #[error(
+        "a sidecar (--notifier) watches only its notifier's token Secret: give --token-file, or --no-auth on a loopback address"
+    )]
+    CallerTokenInSidecar,
     #[error(
         "--namespace {namespace} differs from the namespace of --notifier {notifier_namespace}/…: a sidecar watches its notifier's namespace; drop --namespace or make them equal"
     )]
@@ -139,39 +162,54 @@ struct Relay {
     idempotency: idempotency::Store,
     /// Notifications admitted and not finished, as a whole and per domain.
     admission: Arc<admission::Admission>,
-    /// Notifications sending at once.
-    sending: Semaphore,
+    /// Requests to LINE WORKS on the wire at once (taken after pacing, FIFO: fair across
+    /// notifiers).
+    sending: Arc<Semaphore>,
     metrics: Arc<RelayMetrics>,
     tasks: tokio_util::task::TaskTracker,
 }
 
 impl Relay {
-    /// The caller presented the relay's bearer token (or none is required).
-    fn authenticate(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let Some(expected) = &self.options.token else {
-            return Ok(());
+    /// The notifier `ns/name`, once the caller has shown it may send through it. Under
+    /// per-notifier tokens an unknown notifier is refused like a wrong token, so a caller cannot
+    /// learn which notifiers exist in other namespaces.
+    fn caller_notifier(
+        &self,
+        headers: &HeaderMap,
+        ns: &str,
+        name: &str,
+    ) -> Result<Arc<LineWorksNotifier>, Refusal> {
+        let notifier = self.cache.notifier(ns, name);
+        let presented = presented_token(headers);
+        let allowed = match &self.options.auth {
+            CallerAuth::Open => true,
+            CallerAuth::RelayToken(expected) => same_token(presented, Some(expected)),
+            CallerAuth::PerNotifier => same_token(
+                presented,
+                notifier
+                    .as_deref()
+                    .and_then(|n| self.cache.caller_token(n))
+                    .as_ref(),
+            ),
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            // The scheme is case-insensitive (RFC 9110); the token is not.
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim_start())
-            .unwrap_or_default();
-        if bool::from(
-            presented
-                .as_bytes()
-                .ct_eq(expected.expose_secret().as_bytes()),
-        ) {
-            Ok(())
-        } else {
-            Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "present Authorization: Bearer <relay token>",
-            ))
+        if !allowed {
+            let how = match &self.options.auth {
+                CallerAuth::PerNotifier => format!(
+                    "present Authorization: Bearer <token>, the token in Secret {} (key {}) in namespace {ns}",
+                    crate::api::contract::caller_secret::name(name),
+                    crate::api::contract::caller_secret::TOKEN
+                ),
+                _ => "present Authorization: Bearer <relay token>".into(),
+            };
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "Unauthorized", how));
         }
+        notifier.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "Unknown notifier",
+                format!("no LineWorksNotifier {ns}/{name}"),
+            )
+        })
     }
 
     /// Counts and answers a refusal.
@@ -182,9 +220,13 @@ impl Relay {
 
     /// A place in the queue for a notification of `notifier`, or a 429 saying when to retry.
     fn admit(&self, notifier: &LineWorksNotifier) -> Result<admission::Ticket, Box<Response>> {
-        let per_minute = self.client_config(notifier).rate_limit_per_minute;
+        let config = self.client_config(notifier);
         self.admission
-            .admit(&notifier.spec.domain, per_minute)
+            .admit(
+                &notifier.namespace().unwrap_or_default(),
+                &config.budget(),
+                config.rate_limit_per_minute,
+            )
             .map_err(|full| {
                 let mut r = self.reject(full.refusal);
                 if let Ok(v) = header::HeaderValue::from_str(&full.retry_after_secs.to_string()) {
@@ -194,23 +236,52 @@ impl Relay {
             })
     }
 
+    /// Where and how to call LINE WORKS for `notifier`; its budget is the one of its domain and
+    /// the app its tokens were obtained with.
     fn client_config(&self, notifier: &LineWorksNotifier) -> lineworks_client::ClientConfig {
-        notifier.spec.client_config(
+        let mut config = notifier.spec.client_config(
             self.options.request_timeout,
             self.options.deadline,
             self.options.client_pacing,
-        )
+        );
+        config.app = self.cache.app(notifier).unwrap_or_default();
+        config
     }
 
-    /// A send-only LINE WORKS client for this notifier's endpoints and domain budget.
+    /// A send-only LINE WORKS client for this notifier's endpoints and budget. It holds one of
+    /// the relay's send slots only while a request is on the wire, never while pacing.
     fn sender(&self, notifier: &LineWorksNotifier) -> MessageSender {
         LineWorksClient::with_http(
             self.client_config(notifier),
             Arc::clone(&self.limits),
             self.http.clone(),
         )
+        .with_gate(Arc::clone(&self.sending))
         .into_sender()
     }
+}
+
+/// The bearer token in the Authorization header (scheme case-insensitive, RFC 9110), or "".
+fn presented_token(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start())
+        .unwrap_or_default()
+}
+
+/// Whether `presented` is `expected`, compared as SHA-256 digests in constant time, so neither
+/// the position of the first wrong byte nor the expected length shows in the timing.
+fn same_token(presented: &str, expected: Option<&SecretString>) -> bool {
+    use sha2::{Digest, Sha256};
+    let presented = Sha256::digest(presented.as_bytes());
+    let (expected, known) = match expected {
+        Some(t) => (Sha256::digest(t.expose_secret().as_bytes()), true),
+        None => (Sha256::digest(b"no token to match"), false),
+    };
+    bool::from(presented.as_slice().ct_eq(expected.as_slice())) && known
 }
 
 /// A running relay; `shutdown` drains it.
@@ -271,12 +342,20 @@ fn router(relay: Arc<Relay>) -> Router {
 
 /// Starts the relay; it serves until [`RelayHandle::shutdown`].
 pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle, RelayError> {
-    if options.token.is_none() && !options.listen.ip().is_loopback() {
-        return Err(RelayError::NoTokenOnPublicAddress(options.listen));
+    match &options.auth {
+        CallerAuth::Open if !options.listen.ip().is_loopback() => {
+            return Err(RelayError::NoTokenOnPublicAddress(options.listen));
+        }
+        CallerAuth::RelayToken(_) if options.notifier.is_none() => {
+            return Err(RelayError::RelayTokenWithoutNotifier);
+        }
+        CallerAuth::PerNotifier if options.notifier.is_some() => {
+            return Err(RelayError::CallerTokenInSidecar);
+        }
+        _ => {}
     }
-    if let (Some(namespace), Some((notifier_namespace, _))) =
-        (&options.namespace, &options.notifier)
-        && namespace != notifier_namespace
+    if let Some((notifier_namespace, _)) = &options.notifier
+        && let Some(namespace) = options.namespaces.iter().find(|n| *n != notifier_namespace)
     {
         return Err(RelayError::NamespaceMismatch {
             namespace: namespace.clone(),
@@ -285,10 +364,10 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
     }
     lineworks_client::install_crypto_provider();
     let scope = cache::Scope {
-        namespace: options
-            .namespace
-            .clone()
-            .or_else(|| options.notifier.as_ref().map(|(ns, _)| ns.clone())),
+        namespaces: match &options.notifier {
+            Some((ns, _)) => vec![ns.clone()],
+            None => options.namespaces.clone(),
+        },
         notifier: options.notifier.as_ref().map(|(_, name)| name.clone()),
         token_secret: options.token_secret.clone(),
     };
@@ -318,8 +397,16 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         limits: RateLimits::new(),
         http,
         idempotency: idempotency::Store::new(options.idempotency_window),
-        admission: admission::Admission::new(options.queue_capacity, options.deadline),
-        sending: Semaphore::new(options.concurrency.max(1)),
+        admission: admission::Admission::new(
+            options.queue_capacity,
+            options.deadline,
+            // A sidecar serves one namespace; a shared relay keeps room for the others.
+            match options.notifier {
+                Some(_) => options.queue_capacity,
+                None => options.queue_capacity.div_ceil(2),
+            },
+        ),
+        sending: Arc::new(Semaphore::new(options.concurrency.max(1))),
         metrics: Arc::clone(&metrics),
         tasks: tokio_util::task::TaskTracker::new(),
         options,

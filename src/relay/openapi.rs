@@ -80,7 +80,7 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
     }
     responses.extend(problems(&[
         ("400", "Malformed body or a field over its limit"),
-        ("401", "Missing or wrong bearer token"),
+        ("401", "Missing or wrong bearer token (Deployment mode: the notifier's own caller token; an unknown notifier is answered the same way)"),
         ("403", "The notifier's spec.relayPolicy does not allow this: caller-written text, or a host outside its domain"),
         ("404", "Unknown notifier or route"),
         ("409", "Idempotency key reused with a different body"),
@@ -104,7 +104,7 @@ fn readiness_operation() -> Value {
         json!({"description": "The notifier's readiness", "content": {"application/json": {"schema": reference("Readiness")}}}),
     );
     responses.extend(problems(&[
-        ("401", "Missing or wrong bearer token"),
+        ("401", "Missing or wrong bearer token (Deployment mode: the notifier's own caller token; an unknown notifier is answered the same way)"),
         ("404", "Unknown notifier"),
     ]));
     json!({"summary": "Whether the notifier can take notifications", "responses": responses, "security": [{"bearer": []}]})
@@ -143,7 +143,7 @@ pub fn document() -> Value {
         },
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Deployment mode: the token of the notifier named in the path, from Secret <notifier>-relay-caller (key token) in its namespace. Sidecar mode: the relay's --token-file, or none with --no-auth on loopback."}}
         }
     })
 }

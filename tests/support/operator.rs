@@ -114,6 +114,11 @@ impl Env {
         }
     }
 
+    /// Asks the controller for a new token the way the relay does.
+    pub async fn report_token_rejected(&self, name: &str, token: &str) {
+        report_token_rejected(&self.client, &self.ns, name, token).await;
+    }
+
     pub fn notifiers(&self) -> Api<LineWorksNotifier> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -262,4 +267,43 @@ pub fn good_credentials() -> Value {
         "serviceAccountId": SERVICE_ACCOUNT,
         "privateKey": lineworks::fixture("service-account.key"),
     })
+}
+
+/// Creates the Event by which a relay reports `token` rejected for notifier `ns/name` (what
+/// the relay writes; an Event for this very token that exists already counts).
+pub async fn report_token_rejected(client: &kube::Client, ns: &str, name: &str, token: &str) {
+    let notifiers: Api<LineWorksNotifier> = Api::namespaced(client.clone(), ns);
+    let Ok(notifier) = notifiers.get(name).await else {
+        return;
+    };
+    let fingerprint = lineworks_client::token_fingerprint(&token.to_string().into());
+    let event =
+        lineworks_operator::api::contract::token_rejected::event(&notifier, fingerprint, "test");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    match events.create(&Default::default(), &event).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("reporting the token rejected: {e}"),
+    }
+}
+
+/// The caller token the controller generated for notifier `name`, once its Secret exists.
+pub async fn caller_token(env: &Env, name: &str) -> String {
+    let secret_name = lineworks_operator::api::contract::caller_secret::name(name);
+    let secrets = env.secrets();
+    let secret = crate::support::wait_for("the caller token Secret", WAIT, || {
+        let (secrets, secret_name) = (secrets.clone(), secret_name.clone());
+        async move {
+            secrets
+                .get_opt(&secret_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+    crate::support::oauth::secret_value(
+        &secret,
+        lineworks_operator::api::contract::caller_secret::TOKEN,
+    )
 }

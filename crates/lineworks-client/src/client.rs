@@ -5,17 +5,18 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::HeaderMap;
-use reqwest::{RequestBuilder, Response, StatusCode};
-use serde::de::DeserializeOwned;
+use reqwest::{RequestBuilder, Response};
 use tokio::time::Instant;
 
-use super::limiter::{Limiter, RateLimits};
-use super::{Api, ErrorBody, LineWorksError};
+pub(super) use super::answer::json;
+pub use super::answer::{MAX_BODY_BYTES, MAX_REQUESTED_WAIT};
+use super::answer::{error_from_response, transport_error};
+use super::limiter::{Budget, Limiter, RateLimits};
+use super::{Api, LineWorksError};
 
 /// Public LINE WORKS API 2.0 base URL.
 pub const PUBLIC_API_BASE_URL: &str = "https://www.worksapis.com/v1.0";
@@ -67,6 +68,10 @@ pub struct ClientConfig {
     pub auth_base_url: String,
     /// Domain whose rate budget the calls count against (`spec.domain`).
     pub domain: String,
+    /// The LINE WORKS app calling (a fingerprint of its credentials; empty if unknown). With the
+    /// domain it keys the budget: `domain` is only a claim, so a client of another app naming
+    /// the same domain draws from (and can lower) a budget of its own, not this app's.
+    pub app: String,
     /// Calls per minute per API; None turns client-side pacing off.
     pub rate_limit_per_minute: Option<NonZeroU32>,
     /// Timeout of one attempt.
@@ -81,9 +86,20 @@ impl ClientConfig {
             api_base_url: PUBLIC_API_BASE_URL.into(),
             auth_base_url: PUBLIC_AUTH_BASE_URL.into(),
             domain: domain.into(),
+            app: String::new(),
             rate_limit_per_minute: NonZeroU32::new(60),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The budget these calls draw from.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            domain: self.domain.clone(),
+            app: self.app.clone(),
         }
     }
 }
@@ -102,6 +118,9 @@ pub struct LineWorksClient {
     pub(super) config: Arc<ClientConfig>,
     limits: Arc<RateLimits>,
     observer: Option<Arc<dyn CallObserver>>,
+    /// Taken for each request on the wire (after pacing), if set: the caller's bound on
+    /// requests in flight, never held while waiting for the budget.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for LineWorksClient {
@@ -112,11 +131,12 @@ impl std::fmt::Debug for LineWorksClient {
     }
 }
 
-/// Makes ring the process's TLS crypto provider (kube uses it too), once. Anything building a
+/// Makes ring the process's TLS and JWT crypto provider (kube uses it too), once. Anything building a
 /// reqwest client calls this first.
 pub fn install_crypto_provider() {
     // Err only means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::jwt_ring::install();
 }
 
 /// The HTTP client settings every LINE WORKS connection uses: a connect timeout, our user agent,
@@ -172,7 +192,22 @@ impl LineWorksClient {
             config: Arc::new(config),
             limits,
             observer: None,
+            gate: None,
         }
+    }
+
+    /// The same client for calls of the app with this fingerprint (see [`ClientConfig::app`]).
+    pub fn for_app(mut self, app: &str) -> Self {
+        let mut config = (*self.config).clone();
+        config.app = app.to_string();
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// Holds a permit of `gate` for each request on the wire (not while pacing).
+    pub fn with_gate(mut self, gate: Arc<tokio::sync::Semaphore>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Reports every attempt to `observer`.
@@ -196,7 +231,7 @@ impl LineWorksClient {
     fn limiter(&self, api: Api) -> Option<Arc<Limiter>> {
         self.config
             .rate_limit_per_minute
-            .map(|n| self.limits.limiter(&self.config.domain, api, n))
+            .map(|n| self.limits.limiter(&self.config.budget(), api, n))
     }
 
     /// Sends the request `build` makes (again for each attempt) and returns the successful
@@ -270,6 +305,18 @@ impl LineWorksClient {
                 after: self.config.retry.deadline,
             });
         }
+        let _slot = match &self.gate {
+            Some(gate) => match tokio::time::timeout_at(deadline, gate.acquire()).await {
+                Ok(slot) => slot.ok(),
+                Err(_) => {
+                    return Err(LineWorksError::NotSent {
+                        api,
+                        after: self.config.retry.deadline,
+                    });
+                }
+            },
+            None => None,
+        };
         if Instant::now() >= deadline {
             return Err(LineWorksError::NotSent {
                 api,
@@ -298,266 +345,14 @@ impl LineWorksClient {
     }
 }
 
-/// Reads a JSON answer into the client's own wire type.
-pub(super) async fn json<T: DeserializeOwned>(
-    api: Api,
-    response: Response,
-) -> Result<T, LineWorksError> {
-    let bytes = read_capped(api, response).await?;
-    serde_json::from_slice(&bytes).map_err(|e| LineWorksError::InvalidResponse {
-        api,
-        detail: format!("body does not match the documented format: {e}"),
-    })
-}
-
-/// Reads a body of at most [`MAX_BODY_BYTES`]; a longer one is an invalid answer, read no
-/// further.
-async fn read_capped(api: Api, mut response: Response) -> Result<Vec<u8>, LineWorksError> {
-    let mut body = Vec::new();
-    loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(|e| LineWorksError::InvalidResponse {
-                api,
-                detail: format!("reading the body: {}", e.without_url()),
-            })?;
-        let Some(chunk) = chunk else {
-            return Ok(body);
-        };
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(LineWorksError::InvalidResponse {
-                api,
-                detail: format!("the answer is longer than {MAX_BODY_BYTES} bytes"),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-}
-
-fn transport_error(api: Api, timeout: Duration, e: &reqwest::Error) -> LineWorksError {
-    // A failed connect means nothing was sent; anything later may have reached the service.
-    let maybe_delivered = !e.is_connect();
-    if e.is_timeout() {
-        return LineWorksError::Timeout {
-            api,
-            after: timeout,
-            maybe_delivered,
-        };
-    }
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    LineWorksError::Transport {
-        api,
-        detail,
-        maybe_delivered,
-    }
-}
-
-async fn error_from_response(api: Api, response: Response) -> LineWorksError {
-    let status = response.status();
-    let retry_after = wait_requested(response.headers(), SystemTime::now());
-    let text = read_capped(api, response)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let body = parse_error_body(&text);
-    let code = status.as_u16();
-    match status {
-        s if s.is_redirection() => LineWorksError::InvalidResponse {
-            api,
-            detail: format!(
-                "HTTP {code} redirect, not followed: set the base URL to the address that answers"
-            ),
-        },
-        StatusCode::TOO_MANY_REQUESTS => LineWorksError::RateLimited {
-            api,
-            retry_after,
-            body,
-        },
-        s if s.is_server_error() => LineWorksError::Server {
-            api,
-            status: code,
-            body,
-        },
-        // On the token endpoint every other refusal is about the credentials or the grant.
-        _ if matches!(api, Api::Token | Api::Revoke) => {
-            LineWorksError::TokenRejected { status: code, body }
-        }
-        StatusCode::UNAUTHORIZED => LineWorksError::Unauthorized {
-            api,
-            status: code,
-            body,
-        },
-        StatusCode::FORBIDDEN if body.code == "UNAUTHORIZED" => LineWorksError::Unauthorized {
-            api,
-            status: code,
-            body,
-        },
-        StatusCode::FORBIDDEN => LineWorksError::Forbidden { api, body },
-        StatusCode::NOT_FOUND => LineWorksError::NotFound { api, body },
-        _ => LineWorksError::BadRequest {
-            api,
-            status: code,
-            body,
-        },
-    }
-}
-
-/// `{code, description}` (API), `{error, error_description}` (OAuth), or the start of the text.
-fn parse_error_body(text: &str) -> ErrorBody {
-    let value: serde_json::Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => {
-            return ErrorBody {
-                code: String::new(),
-                description: printable(text.trim(), 200),
-            };
-        }
-    };
-    let field = |names: &[&str]| {
-        printable(
-            names
-                .iter()
-                .find_map(|n| value.get(*n).and_then(|v| v.as_str()))
-                .unwrap_or_default(),
-            500,
-        )
-    };
-    ErrorBody {
-        code: field(&["code", "error"]),
-        description: field(&["description", "error_description", "message"]),
-    }
-}
-
-/// At most `max` characters of a remote text, without control, bidi-override or zero-width
-/// characters: it ends up in status messages and events, where such characters could hide or
-/// reorder what a person reads.
-fn printable(text: &str, max: usize) -> String {
-    text.chars()
-        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
-        .filter(|c| {
-            !(c.is_control()
-                || matches!(
-                    c,
-                    '\u{061c}'
-                        | '\u{200b}'..='\u{200f}'
-                        | '\u{202a}'..='\u{202e}'
-                        | '\u{2060}'..='\u{2069}'
-                        | '\u{feff}'
-                ))
-        })
-        .take(max)
-        .collect()
-}
-
-/// The longest wait a server's answer can ask for: a lying or broken server must not make time
-/// arithmetic overflow, nor park a caller for longer than a rate window or two.
-pub const MAX_REQUESTED_WAIT: Duration = Duration::from_secs(600);
-
-/// The most of a response body this client reads: LINE WORKS's answers are a few KiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The wait a 429 asks for, at most [`MAX_REQUESTED_WAIT`].
-pub(super) fn wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    raw_wait_requested(headers, now).map(|w| w.min(MAX_REQUESTED_WAIT))
-}
-
-/// `Retry-After` (seconds), else `rateLimit-reset` (seconds until the window resets, or an epoch
-/// time in seconds: the unit is undocumented, so both are accepted).
-fn raw_wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let number = |name: &str| -> Option<u64> {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(|v| v.ceil() as u64)
-    };
-    if let Some(seconds) = number("retry-after") {
-        return Some(Duration::from_secs(seconds));
-    }
-    let reset = number("ratelimit-reset")?;
-    const EPOCH_THRESHOLD: u64 = 1_000_000_000;
-    if reset >= EPOCH_THRESHOLD {
-        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-        return Some(Duration::from_secs(reset.saturating_sub(now)));
-    }
-    Some(Duration::from_secs(reset))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remote_error_texts_lose_control_and_invisible_characters() {
-        let body =
-            parse_error_body(r#"{"code": "BAD\u0007", "description": "ok\u202eevil\u200b\nnext"}"#);
-        assert_eq!(body.code, "BAD");
-        assert_eq!(body.description, "okevil next");
-        let long = "x".repeat(10_000);
-        assert_eq!(parse_error_body(&long).description.chars().count(), 200);
-    }
-
-    #[test]
-    fn a_wait_asked_for_is_clamped() {
-        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-        for (name, value) in [
-            ("retry-after", "1e300"),
-            ("retry-after", "18446744073709551615"),
-            ("ratelimit-reset", "99999999999999999999"),
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert(name, HeaderValue::from_static(value));
-            assert_eq!(
-                wait_requested(&h, now),
-                Some(MAX_REQUESTED_WAIT),
-                "{name}: {value}"
-            );
-        }
-    }
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn login_ids_are_percent_encoded_in_paths() {
         assert_eq!(path_segment("hogehoge@testtest"), "hogehoge%40testtest");
         assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
         assert_eq!(path_segment("12345a12-b12c_x.y~z"), "12345a12-b12c_x.y~z");
-    }
-
-    #[test]
-    fn waits_come_from_retry_after_or_the_reset_header_in_either_unit() {
-        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-        let mut h = HeaderMap::new();
-        assert_eq!(wait_requested(&h, now), None);
-        h.insert("rateLimit-reset", HeaderValue::from_static("17"));
-        assert_eq!(wait_requested(&h, now), Some(Duration::from_secs(17)));
-        h.insert("ratelimit-reset", HeaderValue::from_static("2000000030"));
-        assert_eq!(wait_requested(&h, now), Some(Duration::from_secs(30)));
-        h.insert("Retry-After", HeaderValue::from_static("3"));
-        assert_eq!(wait_requested(&h, now), Some(Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn error_bodies_of_both_shapes_are_read() {
-        let api = parse_error_body(r#"{"code":"NOT_FOUND","description":"bot not found"}"#);
-        assert_eq!(
-            (api.code.as_str(), api.description.as_str()),
-            ("NOT_FOUND", "bot not found")
-        );
-        let oauth =
-            parse_error_body(r#"{"error":"invalid_client","error_description":"bad secret"}"#);
-        assert_eq!(oauth.code, "invalid_client");
-        let text = parse_error_body("Bad Gateway");
-        assert_eq!(text.description, "Bad Gateway");
     }
 }

@@ -4,11 +4,13 @@
 //! silent (rate-limit window, `Retry-After` units), the choice is stated where it is made.
 //! The relay gets only a [`MessageSender`], which cannot obtain, refresh or revoke tokens.
 
+mod answer;
 mod auth;
 mod bot;
 mod client;
 mod credentials;
 mod error;
+mod jwt_ring;
 mod limiter;
 mod message;
 
@@ -24,5 +26,5 @@ pub use credentials::{
     token_fingerprint, unix_seconds,
 };
 pub use error::{Api, ErrorBody, LineWorksError};
-pub use limiter::{RateLimits, calls_within, quota};
+pub use limiter::{Budget, RateLimits, calls_within, quota};
 pub use message::{Action, Content, I18nText, MAX_TEXT_CHARS, MessageSender};

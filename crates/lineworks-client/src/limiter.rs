@@ -10,22 +10,46 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::Api;
 
-/// A pacing limiter for one API of one domain.
+/// A pacing limiter for one API of one budget.
 pub type Limiter = DefaultDirectRateLimiter;
 
-/// A limiter and the per-minute limit it was built for.
-type Entry = (u32, Arc<Limiter>);
+/// Whose per-minute budget a call draws from: LINE WORKS counts per domain, and the operator
+/// also keys by the app (a fingerprint of its credentials), because a notifier's `domain` is
+/// only a claim: a notifier of another app naming this domain must not pace (or throttle) this
+/// app's calls. Two apps of one domain can then together exceed the domain's limit; LINE WORKS
+/// answers 429 and the client backs off.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Budget {
+    pub domain: String,
+    pub app: String,
+}
 
-/// Registry of limiters keyed by domain and API.
+/// How long a requested limit counts after it was last asked for: a lower one asked for by one
+/// notifier of the app holds for every notifier of it until nobody has asked for it this long.
+pub const LIMIT_MEMORY: Duration = Duration::from_secs(600);
+
+/// Distinct limits remembered per budget (the oldest is forgotten beyond it).
+const REMEMBERED_LIMITS: usize = 8;
+
+/// The limiter of one API of one budget, and the limits asked for it recently.
+struct Entry {
+    /// Limit → when it was last asked for.
+    requested: Vec<(u32, Instant)>,
+    /// The limit the limiter was built for: the lowest recently asked for.
+    effective: u32,
+    limiter: Arc<Limiter>,
+}
+
+/// Registry of limiters keyed by budget and API.
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<(String, Api), Entry>>,
+    limiters: Mutex<HashMap<(Budget, Api), Entry>>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -39,26 +63,50 @@ impl RateLimits {
         Arc::new(Self::default())
     }
 
-    /// The limiter for `api` on `domain` at `per_minute` calls per minute; a changed limit
-    /// replaces the old limiter.
-    pub fn limiter(&self, domain: &str, api: Api, per_minute: NonZeroU32) -> Arc<Limiter> {
+    /// The limiter for `api` of `budget`, asked for at `per_minute` calls per minute. It paces
+    /// at the lowest limit asked for within [`LIMIT_MEMORY`]: a higher request never replaces
+    /// a lower one (two notifiers of one app disagreeing get the safer pace), and a raised
+    /// limit applies once the lower one is no longer asked for.
+    pub fn limiter(&self, budget: &Budget, api: Api, per_minute: NonZeroU32) -> Arc<Limiter> {
+        self.limiter_at(budget, api, per_minute, Instant::now())
+    }
+
+    fn limiter_at(
+        &self,
+        budget: &Budget,
+        api: Api,
+        per_minute: NonZeroU32,
+        now: Instant,
+    ) -> Arc<Limiter> {
         let mut map = match self.limiters.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let entry = map.entry((domain.to_string(), api)).or_insert_with(|| {
-            (
-                per_minute.get(),
-                Arc::new(RateLimiter::direct(quota(per_minute))),
-            )
+        let limit = per_minute.get();
+        let entry = map.entry((budget.clone(), api)).or_insert_with(|| Entry {
+            requested: Vec::new(),
+            effective: limit,
+            limiter: Arc::new(RateLimiter::direct(quota(per_minute))),
         });
-        if entry.0 != per_minute.get() {
-            *entry = (
-                per_minute.get(),
-                Arc::new(RateLimiter::direct(quota(per_minute))),
-            );
+        entry
+            .requested
+            .retain(|(l, at)| *l != limit && now.saturating_duration_since(*at) < LIMIT_MEMORY);
+        entry.requested.push((limit, now));
+        if entry.requested.len() > REMEMBERED_LIMITS {
+            entry.requested.remove(0);
         }
-        Arc::clone(&entry.1)
+        let lowest = entry
+            .requested
+            .iter()
+            .map(|(l, _)| *l)
+            .min()
+            .unwrap_or(limit);
+        if lowest != entry.effective {
+            entry.effective = lowest;
+            let quota = quota(NonZeroU32::new(lowest).unwrap_or(per_minute));
+            entry.limiter = Arc::new(RateLimiter::direct(quota));
+        }
+        Arc::clone(&entry.limiter)
     }
 }
 
@@ -114,20 +162,39 @@ mod tests {
         }
     }
 
+    fn budget(domain: &str, app: &str) -> Budget {
+        Budget {
+            domain: domain.into(),
+            app: app.into(),
+        }
+    }
+
     #[test]
-    fn a_changed_limit_replaces_the_limiter() {
+    fn budgets_are_per_domain_app_and_api_and_the_lowest_recent_limit_wins() {
         let limits = RateLimits::default();
-        let sixty = NonZeroU32::new(60).expect("non-zero");
-        let a = limits.limiter("example", Api::SendUserMessage, sixty);
-        let b = limits.limiter("example", Api::SendUserMessage, sixty);
+        let n = |v| NonZeroU32::new(v).expect("non-zero");
+        let ours = budget("example", "app-a");
+        let t0 = Instant::now();
+        let a = limits.limiter_at(&ours, Api::SendUserMessage, n(240), t0);
+        let b = limits.limiter_at(&ours, Api::SendUserMessage, n(240), t0);
         assert!(Arc::ptr_eq(&a, &b));
-        let other_api = limits.limiter("example", Api::SendChannelMessage, sixty);
+        let other_api = limits.limiter_at(&ours, Api::SendChannelMessage, n(240), t0);
         assert!(!Arc::ptr_eq(&a, &other_api));
-        let c = limits.limiter(
-            "example",
-            Api::SendUserMessage,
-            NonZeroU32::new(240).expect("non-zero"),
-        );
-        assert!(!Arc::ptr_eq(&a, &c));
+        // Another app naming our domain with a limit of 1 gets a limiter of its own.
+        let theirs = limits.limiter_at(&budget("example", "app-b"), Api::SendUserMessage, n(1), t0);
+        assert!(!Arc::ptr_eq(&a, &theirs));
+        assert!(Arc::ptr_eq(
+            &a,
+            &limits.limiter_at(&ours, Api::SendUserMessage, n(240), t0)
+        ));
+        // Within one app a lower limit wins and a higher one does not replace it...
+        let lower = limits.limiter_at(&ours, Api::SendUserMessage, n(60), t0);
+        assert!(!Arc::ptr_eq(&a, &lower));
+        let asked_higher = limits.limiter_at(&ours, Api::SendUserMessage, n(240), t0);
+        assert!(Arc::ptr_eq(&lower, &asked_higher));
+        // ...until nobody has asked for it for LIMIT_MEMORY.
+        let later = t0 + LIMIT_MEMORY + Duration::from_secs(1);
+        let raised = limits.limiter_at(&ours, Api::SendUserMessage, n(240), later);
+        assert!(!Arc::ptr_eq(&lower, &raised));
     }
 }

@@ -1,0 +1,122 @@
+//! The caller token of a notifier: 32 random bytes (64 hex digits) in Secret `<notifier>-relay-caller`
+//! ([`caller_secret`]), owned by the notifier. A caller of the Deployment relay presents it to
+//! send through this notifier and no other; whoever may read Secrets in the notifier's namespace
+//! (its owners) can hand it to their reception app. The controller never overwrites it: to
+//! rotate, delete the Secret and a new token is generated.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{PostParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use super::context::Context;
+use super::metrics::Written;
+use crate::api::LineWorksNotifier;
+use crate::api::contract::{
+    MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, caller_secret, controlled_by,
+};
+
+/// The name of the notifier's caller Secret once it holds a token the notifier controls, or
+/// `None` when a Secret of that name belongs to someone else (the relay then accepts no caller
+/// for this notifier; an Event says what to do).
+pub async fn ensure(
+    secrets: &Api<Secret>,
+    notifier: &LineWorksNotifier,
+    ctx: &Context,
+) -> Result<Option<String>, kube::Error> {
+    let name = caller_secret::name(&notifier.name_any());
+    let owner = notifier.metadata.uid.as_deref();
+    let existing = match secrets.get_metadata_opt(&name).await? {
+        Some(found) => Some(found),
+        None => match secrets
+            .create(&post_params(), &fresh(notifier, &name))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.wrote(Written::CallerSecret);
+                return Ok(Some(name));
+            }
+            // Created meanwhile (by another writer): judge the one that is there.
+            Err(kube::Error::Api(e)) if e.code == 409 => secrets.get_metadata_opt(&name).await?,
+            Err(e) => return Err(e),
+        },
+    };
+    match existing {
+        Some(found) if controlled_by(&found.metadata, owner) => Ok(Some(name)),
+        Some(_) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "CallerSecretNotOwned".into(),
+                note: Some(format!(
+                    "Secret {name} exists but does not belong to this notifier, so the relay accepts no caller for it: delete or rename that Secret and a caller token is generated"
+                )),
+                action: "GenerateCallerToken".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx
+                .recorder()
+                .publish(&event, &notifier.object_ref(&()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not publish an event");
+            }
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Deletes the caller Secret with its notifier (only if the notifier controls it).
+pub async fn delete(secrets: &Api<Secret>, notifier: &LineWorksNotifier) {
+    let name = caller_secret::name(&notifier.name_any());
+    let Ok(Some(found)) = secrets.get_metadata_opt(&name).await else {
+        return;
+    };
+    if !controlled_by(&found.metadata, notifier.metadata.uid.as_deref()) {
+        return;
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: found.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = secrets.delete(&name, &params).await
+        && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+    {
+        tracing::warn!(secret = name, error = %e, "could not delete the caller Secret");
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+fn fresh(notifier: &LineWorksNotifier, name: &str) -> Secret {
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: notifier.namespace(),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (NOTIFIER_LABEL.to_string(), notifier.name_any()),
+            ])),
+            owner_references: notifier.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(caller_secret::TOKEN.to_string(), token)])),
+        ..Default::default()
+    }
+}
