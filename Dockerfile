@@ -1,5 +1,7 @@
 # A small static image: the one binary on distroless/static, non-root, nothing else.
 #   docker build -t lineworks-operator .
+# Without docker: `make image` (scripts/image.sh) builds the same image with umoci; a test keeps
+# the cargo command below identical in both.
 # The build has no local-control-plane feature (etcd, kube-apiserver harness): the image only runs
 # the controller, the relay, the CLI helpers and the emulator.
 FROM docker.io/library/rust:1.95-bookworm AS build

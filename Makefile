@@ -5,14 +5,14 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries helm browser-deps crds openapi docs build bench clean-cache
+.PHONY: demo test lint k8s-binaries helm browser-deps node-deps image crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" $(CARGO) run --locked -- demo $(ARGS)
 
 ## test: formatting, lints, and every test against a real control plane (README's second command)
-test: lint k8s-binaries helm browser-deps
+test: lint k8s-binaries helm browser-deps node-deps
 	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" LINEWORKS_HELM="$$(scripts/helm-binary.sh)" \
 		$(CARGO) test --workspace --all-targets --locked
 
@@ -35,6 +35,16 @@ helm:
 ## browser-deps: Debian's chromium and chromium-driver for the browser test (installed once)
 browser-deps:
 	@scripts/browser-deps.sh
+
+## node-deps: Debian's containerd, runc, umoci and musl-tools (installed once)
+node-deps:
+	@scripts/node-deps.sh
+
+## image: the operator image as an OCI archive without docker (target/image/); IMPORT=<containerd
+## socket> also imports it into that containerd
+image: node-deps
+	scripts/image.sh $(if $(IMPORT),--import $(IMPORT))
+	scripts/pause-image.sh $(if $(IMPORT),--import $(IMPORT))
 
 ## openapi: regenerate the committed relay OpenAPI document
 openapi:
