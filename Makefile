@@ -5,7 +5,7 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test lint k8s-binaries helm browser-deps node-deps image crds openapi docs build bench clean-cache
+.PHONY: demo test lint k8s-binaries node-binaries helm browser-deps node-deps image crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -27,6 +27,11 @@ bench: k8s-binaries
 ## k8s-binaries: build (once) kube-apiserver and kubectl of the version in tools/kube/go.mod
 k8s-binaries:
 	@scripts/k8s-binaries.sh >/dev/null
+
+## node-binaries: build (once) kubelet, kube-proxy, kube-scheduler and kube-controller-manager of
+## the same version from tools/node, sharing k8s-binaries' Go build cache (for the one-node cluster)
+node-binaries:
+	@scripts/node-binaries.sh >/dev/null
 
 ## helm: build (once) the helm CLI pinned in tools/helm/go.mod, for the chart tests
 helm:
