@@ -119,8 +119,8 @@ async fn an_administrator_authorizes_once_and_the_link_cannot_be_replayed() {
 
 #[tokio::test]
 async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
-    // Links live 3 s here, so one can be seen expiring.
-    let a = Authorizing::new("oauth-bad", |_| {}, Duration::from_secs(3)).await;
+    // Links live 6 s here, so one can be seen expiring.
+    let a = Authorizing::new("oauth-bad", |_| {}, Duration::from_secs(6)).await;
     a.apply_user_account_notifier("front").await;
     let url = a
         .authorization_url("front", Reason::AuthorizationRequired)
@@ -179,8 +179,10 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
     assert!(page.contains("expired"), "{page}");
 
     // Meanwhile the controller offered a fresh link: it works for a notifier that exists, but not
-    // once that notifier is deleted.
-    let fresh = wait_for("a fresh link", WAIT, || {
+    // once that notifier is deleted. The controller keeps offering a link while a quarter of its
+    // life is left, so wait for one with time enough for the deletion below: otherwise it is
+    // refused as expired before the missing notifier is noticed.
+    let fresh = wait_for("a fresh link with 4 s to live", WAIT, || {
         let a = &a;
         let url = url.clone();
         async move {
@@ -191,10 +193,31 @@ async fn forged_expired_and_orphaned_states_are_refused_and_store_nothing() {
                 .await
                 .map_err(|e| e.to_string())?;
             let fresh = n.status.and_then(|s| s.authorization_url).ok_or("no URL")?;
-            if fresh != url {
+            let parts: Vec<String> = oauth::state_of(&fresh)
+                .split('.')
+                .map(str::to_string)
+                .collect();
+            let claims: serde_json::Value = parts
+                .get(1)
+                .and_then(|p| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(p)
+                        .ok()
+                })
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or("an unreadable state")?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let left = claims["exp"]
+                .as_u64()
+                .unwrap_or_default()
+                .saturating_sub(now);
+            if fresh != url && left >= 4 {
                 Ok(fresh)
             } else {
-                Err("still the old link".into())
+                Err(format!("the old link, or {left} s left"))
             }
         }
     })
