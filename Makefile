@@ -31,7 +31,7 @@ k8s-binaries:
 ## node-binaries: build (once) kubelet, kube-proxy, kube-scheduler and kube-controller-manager of
 ## the same version from tools/node, sharing k8s-binaries' Go build cache (for the one-node cluster)
 node-binaries:
-	@scripts/node-binaries.sh >/dev/null
+	@scripts/k8s-binaries.sh node >/dev/null
 
 ## helm: build (once) the helm CLI pinned in tools/helm/go.mod, for the chart tests
 helm:

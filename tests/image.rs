@@ -11,6 +11,8 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const REPOSITORY: &str = "ghcr.io/lineworks-operator/lineworks-operator";
+/// The test's container ID and cgroup (removed at the end).
+const CGROUP: &str = "lineworks-image-test";
 
 /// The `cargo build …` command of a file, up to the end of the command.
 fn cargo_command(text: &str) -> String {
@@ -104,6 +106,33 @@ impl Containerd {
             .arg(self.socket())
             .args(["-n", "k8s.io"]);
         cmd
+    }
+
+    /// Imports an OCI archive as `base:<its tag>` (namespace k8s.io).
+    fn import(&self, base: &str, archive: &Path) {
+        run(self
+            .ctr()
+            .args(["images", "import", "--base-name", base])
+            .arg(archive)
+            .stdout(Stdio::null()));
+    }
+
+    /// Runs `command` in a container of `image` with a read-only root filesystem, in the test's
+    /// cgroup, removed afterwards; returns its output.
+    fn run_once(&self, image: &str, command: &[&str]) -> String {
+        run(self
+            .ctr()
+            .args([
+                "run",
+                "--rm",
+                "--read-only",
+                "--cgroup",
+                CGROUP,
+                image,
+                CGROUP,
+            ])
+            .args(command)
+            .stdout(Stdio::piped()))
     }
 
     fn log(&self) -> String {
@@ -220,31 +249,14 @@ fn the_image_built_without_docker_holds_the_binary_alone_and_runs_under_containe
 
     // It runs under containerd, as 65532, on a read-only root filesystem.
     let containerd = Containerd::start();
-    run(containerd
-        .ctr()
-        .args(["images", "import", "--base-name", REPOSITORY])
-        .arg(&archive)
-        .stdout(Stdio::null()));
+    containerd.import(REPOSITORY, &archive);
     let image = format!("{REPOSITORY}:{version}");
     let images = run(containerd
         .ctr()
         .args(["images", "ls", "-q"])
         .stdout(Stdio::piped()));
     assert!(images.lines().any(|l| l == image), "{images}");
-    let crd = run(containerd
-        .ctr()
-        .args([
-            "run",
-            "--rm",
-            "--read-only",
-            "--cgroup",
-            "lineworks-image-test",
-            &image,
-            "lineworks-image-test",
-            "/usr/local/bin/lineworks-operator",
-            "crd",
-        ])
-        .stdout(Stdio::piped()));
+    let crd = containerd.run_once(&image, &["/usr/local/bin/lineworks-operator", "crd"]);
     assert!(
         crd.contains("kind: CustomResourceDefinition"),
         "the static binary ran: {crd}\n{}",
@@ -252,16 +264,7 @@ fn the_image_built_without_docker_holds_the_binary_alone_and_runs_under_containe
     );
     // The pod sandbox image, from Kubernetes' own pause.c: a node needs no registry for it.
     let pause = build("pause-image.sh");
-    run(containerd
-        .ctr()
-        .args([
-            "images",
-            "import",
-            "--base-name",
-            "localhost/lineworks-operator/pause",
-        ])
-        .arg(&pause)
-        .stdout(Stdio::null()));
+    containerd.import("localhost/lineworks-operator/pause", &pause);
     let tag = pause
         .file_name()
         .and_then(|n| n.to_str())
@@ -269,20 +272,10 @@ fn the_image_built_without_docker_holds_the_binary_alone_and_runs_under_containe
         .and_then(|n| n.strip_suffix(".oci.tar"))
         .expect("pause-<tag>.oci.tar")
         .to_string();
-    let said = run(containerd
-        .ctr()
-        .args([
-            "run",
-            "--rm",
-            "--read-only",
-            "--cgroup",
-            "lineworks-image-test",
-            &format!("localhost/lineworks-operator/pause:{tag}"),
-            "lineworks-image-test",
-            "/pause",
-            "-v",
-        ])
-        .stdout(Stdio::piped()));
+    let said = containerd.run_once(
+        &format!("localhost/lineworks-operator/pause:{tag}"),
+        &["/pause", "-v"],
+    );
     assert!(said.contains(&format!("v{tag}-lineworks")), "{said}");
 
     let root = containerd.dir.path().to_path_buf();
@@ -293,7 +286,7 @@ fn the_image_built_without_docker_holds_the_binary_alone_and_runs_under_containe
         .flatten()
         .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&*root.to_string_lossy()) || c.contains("lineworks-image-test"))
+        .filter(|c| c.contains(&*root.to_string_lossy()) || c.contains(CGROUP))
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
@@ -301,7 +294,7 @@ fn the_image_built_without_docker_holds_the_binary_alone_and_runs_under_containe
         .flatten()
         .flatten()
     {
-        let _ = std::fs::remove_dir(hierarchy.path().join("lineworks-image-test"));
+        let _ = std::fs::remove_dir(hierarchy.path().join(CGROUP));
     }
     assert_eq!(
         mounts_under(&root),

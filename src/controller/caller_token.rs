@@ -7,17 +7,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::metrics::Written;
 use crate::api::LineWorksNotifier;
-use crate::api::contract::{
-    MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, caller_secret, controlled_by,
-};
+use crate::api::contract::{caller_secret, controlled_by};
 
 /// The name of the notifier's caller Secret once it holds a token the notifier controls, or
 /// `None` when a Secret of that name belongs to someone else (the relay then accepts no caller
@@ -56,13 +53,7 @@ pub async fn ensure(
                 action: "GenerateCallerToken".into(),
                 secondary: None,
             };
-            if let Err(e) = ctx
-                .recorder()
-                .publish(&event, &notifier.object_ref(&()))
-                .await
-            {
-                tracing::warn!(error = %e, "could not publish an event");
-            }
+            ctx.publish(notifier, &event).await;
             Ok(None)
         }
         None => Ok(None),
@@ -105,16 +96,7 @@ fn fresh(notifier: &LineWorksNotifier, name: &str) -> Secret {
         .map(|b| format!("{b:02x}"))
         .collect();
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: notifier.namespace(),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                (NOTIFIER_LABEL.to_string(), notifier.name_any()),
-            ])),
-            owner_references: notifier.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: super::tokens::owned_meta(notifier, name.to_string()),
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([(caller_secret::TOKEN.to_string(), token)])),
         ..Default::default()

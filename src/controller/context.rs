@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::Resource;
+use kube::runtime::events::{Event, Recorder, Reporter};
 
 use super::metrics::{CallMetrics, Metrics};
 use super::verdict::{Verdict, unauthorized};
@@ -114,6 +115,17 @@ impl Context {
     /// has since changed. The operator publishes only on transitions, so nothing floods.
     pub fn recorder(&self) -> Recorder {
         Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+
+    /// Publishes `event` on `notifier`; a failure is logged, never fatal (Events are advice).
+    pub async fn publish(&self, notifier: &LineWorksNotifier, event: &Event) {
+        if let Err(e) = self
+            .recorder()
+            .publish(event, &notifier.object_ref(&()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
     }
 
     /// A LINE WORKS client for this notifier's endpoints and domain budget, or the verdict

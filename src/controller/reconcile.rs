@@ -189,7 +189,7 @@ async fn report(
             .inc();
     }
     let changed_refs: Vec<&Verdict> = changed.iter().collect();
-    status::publish(&ctx.recorder(), notifier, &changed_refs).await;
+    status::publish(ctx, notifier, &changed_refs).await;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::metrics::ResultLabel;
@@ -95,13 +95,7 @@ pub async fn cleanup(
             action: "Delete".into(),
             secondary: None,
         };
-        if let Err(e) = ctx
-            .recorder()
-            .publish(&event, &notifier.object_ref(&()))
-            .await
-        {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        ctx.publish(notifier, &event).await;
     }
     ctx.forget(&key);
     Ok(Action::await_change())

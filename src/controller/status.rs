@@ -4,10 +4,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::context::Context;
 use super::verdict::Verdict;
 use crate::api::conditions::ConditionStatus;
 use crate::api::{LineWorksNotifier, LineWorksNotifierStatus};
@@ -94,8 +95,7 @@ pub async fn apply(
 /// One Event per transition: Warning when a condition became False (a person must act), Normal
 /// otherwise. Its reason is the real cause (for Ready, that of the condition blocking it) and its
 /// note the condition's own text.
-pub async fn publish(recorder: &Recorder, notifier: &LineWorksNotifier, changed: &[&Verdict]) {
-    let reference = notifier.object_ref(&());
+pub async fn publish(ctx: &Context, notifier: &LineWorksNotifier, changed: &[&Verdict]) {
     for v in changed {
         let event = Event {
             type_: if v.status == ConditionStatus::False {
@@ -108,9 +108,7 @@ pub async fn publish(recorder: &Recorder, notifier: &LineWorksNotifier, changed:
             action: format!("Set{}", v.type_),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        ctx.publish(notifier, &event).await;
     }
 }
 

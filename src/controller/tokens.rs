@@ -297,6 +297,21 @@ pub async fn release_claim(secrets: &Api<Secret>, existing: &Secret) -> Result<(
     save(secrets, secret).await.map(|_| ())
 }
 
+/// Metadata of a Secret the controller writes for `notifier`: the operator's labels (the watches
+/// select them) and an ownerReference (the proof, by UID, that it is the notifier's).
+pub(super) fn owned_meta(notifier: &LineWorksNotifier, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: notifier.namespace(),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+            (NOTIFIER_LABEL.to_string(), notifier.name_any()),
+        ])),
+        owner_references: notifier.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
 fn fresh(
     notifier: &LineWorksNotifier,
     data: BTreeMap<String, ByteString>,
@@ -304,15 +319,8 @@ fn fresh(
 ) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(notifier.token_secret_name()),
-            namespace: notifier.namespace(),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                (NOTIFIER_LABEL.to_string(), notifier.name_any()),
-            ])),
-            owner_references: notifier.controller_owner_ref(&()).map(|o| vec![o]),
             resource_version,
-            ..Default::default()
+            ..owned_meta(notifier, notifier.token_secret_name())
         },
         type_: Some("Opaque".into()),
         data: Some(data),
