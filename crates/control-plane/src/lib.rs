@@ -11,10 +11,11 @@
 //! collection of owned objects and no namespace deletion, so tests isolate themselves by namespace.
 
 mod kubeconfig;
+mod node;
 mod pki;
 mod supervisor;
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use kube::{Api, Client};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use node::{NODE_NAME, OneNodeCluster};
 pub use supervisor::ProcessState;
 use supervisor::{ProcessSpec, Supervisor};
 
@@ -47,7 +49,7 @@ pub enum ControlPlaneError {
     },
     #[error("could not generate the control plane's certificates: {0}")]
     Pki(#[from] rcgen::Error),
-    #[error("could not build kube-apiserver and kubectl with {script}: {detail}")]
+    #[error("could not build what the cluster needs with {script}: {detail}")]
     Build { script: String, detail: String },
     #[error("{name} exited during start-up ({status}); last lines of its log:\n{log_tail}")]
     Exited {
@@ -59,6 +61,8 @@ pub enum ControlPlaneError {
     NotReady(Duration, String),
     #[error("kubeconfig for the control plane is unusable: {0}")]
     Kubeconfig(String),
+    #[error("this machine cannot run a node: {0}")]
+    NodeUnavailable(String),
     #[error("Kubernetes API call failed while {action}: {source}")]
     Kube {
         action: String,
@@ -71,6 +75,39 @@ fn io_err(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlPl
     let action = action.into();
     move |source| ControlPlaneError::Io { action, source }
 }
+
+/// The address of the `kubernetes` Service: the first of the service range.
+const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVICE_RANGE: &str = "10.0.0.0/24";
+
+/// Where the API server listens, and whether a node's components will talk to it.
+#[derive(Clone, Debug)]
+struct Listen {
+    address: Ipv4Addr,
+    /// The node's name: the API server then authorizes kubelets (Node authorizer), admits
+    /// ServiceAccounts, and the plane writes a kubeconfig per node component
+    /// (`<component>.kubeconfig`), the kubelet's serving certificate and the API server's client
+    /// certificate for kubelets.
+    node: Option<String>,
+}
+
+impl Listen {
+    const LOOPBACK: Self = Self {
+        address: Ipv4Addr::LOCALHOST,
+        node: None,
+    };
+}
+
+/// The node components the plane issues credentials for: kubeconfig file stem, user, group.
+const NODE_COMPONENTS: [(&str, &str, Option<&str>); 3] = [
+    ("kube-proxy", "system:kube-proxy", None),
+    ("kube-scheduler", "system:kube-scheduler", None),
+    (
+        "kube-controller-manager",
+        "system:kube-controller-manager",
+        None,
+    ),
+];
 
 /// A running etcd + kube-apiserver pair with admin credentials.
 pub struct ControlPlane {
@@ -95,10 +132,14 @@ impl ControlPlane {
     /// Builds kube-apiserver if needed, starts etcd and kube-apiserver on free loopback ports and
     /// waits until the API server is ready and the `default` namespace exists.
     pub async fn start() -> Result<Self, ControlPlaneError> {
+        Self::start_listening(&Listen::LOOPBACK).await
+    }
+
+    async fn start_listening(listen: &Listen) -> Result<Self, ControlPlaneError> {
         let bin_dir = k8s_bin_dir().await?;
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&bin_dir).await {
+            match Self::start_once(&bin_dir, listen).await {
                 Ok(plane) => return Ok(plane),
                 // A port taken between picking and binding shows as an early exit: try new ports.
                 Err(e @ ControlPlaneError::Exited { .. }) => last = Some(e),
@@ -110,13 +151,14 @@ impl ControlPlane {
         }))
     }
 
-    async fn start_once(bin_dir: &Path) -> Result<Self, ControlPlaneError> {
+    async fn start_once(bin_dir: &Path, listen: &Listen) -> Result<Self, ControlPlaneError> {
         let dir = tempfile::Builder::new()
             .prefix("lineworks-control-plane-")
             .tempdir()
             .map_err(io_err("creating the control plane's temporary directory"))?;
         let root = dir.path().to_path_buf();
-        let pki = pki::Pki::generate()?;
+        let address = listen.address;
+        let pki = pki::Pki::generate(SERVICE_IP.into(), &[address.into()])?;
         let write = |name: &str, body: &str| -> Result<PathBuf, ControlPlaneError> {
             let path = root.join(name);
             std::fs::write(&path, body).map_err(io_err(format!("writing {}", path.display())))?;
@@ -127,14 +169,49 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &pki.serving_key_pem)?;
         let sa_key = write("service-account.key", &pki.service_account_key_pem)?;
         let sa_pub = write("service-account.pub", &pki.service_account_pub_pem)?;
-        let tokens = write(
-            "tokens.csv",
-            &format!("{},admin,admin-uid,\"system:masters\"\n", pki.admin_token),
-        )?;
-
         let [etcd_port, etcd_peer_port, api_port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let server_url = format!("https://127.0.0.1:{api_port}");
+        let server_url = format!("https://{address}:{api_port}");
+
+        let mut tokens = format!("{},admin,admin-uid,\"system:masters\"\n", pki.admin_token);
+        let mut node_flags = Vec::new();
+        if let Some(node) = &listen.node {
+            let kubelet_user = format!("system:node:{node}");
+            let components = NODE_COMPONENTS.iter().copied().chain([(
+                "kubelet",
+                kubelet_user.as_str(),
+                Some("system:nodes"),
+            )]);
+            for (stem, user, group) in components {
+                let token = pki::component_token()?;
+                let groups = group.map(|g| format!(",\"{g}\"")).unwrap_or_default();
+                tokens.push_str(&format!("{token},{user},{user}{groups}\n"));
+                kubeconfig::write(
+                    &root.join(format!("{stem}.kubeconfig")),
+                    &server_url,
+                    &pki.ca_pem,
+                    &token,
+                )?;
+            }
+            let serving = pki.issue(&kubelet_user, Some("system:nodes"), &[address.into()])?;
+            write("kubelet.crt", &serving.cert_pem)?;
+            write("kubelet.key", &serving.key_pem)?;
+            let client = pki.issue("kube-apiserver-kubelet-client", Some("system:masters"), &[])?;
+            let client_cert = write("kubelet-client.crt", &client.cert_pem)?;
+            let client_key = write("kubelet-client.key", &client.key_pem)?;
+            node_flags = vec![
+                "--authorization-mode=Node,RBAC".to_string(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", client_cert.display()),
+                format!("--kubelet-client-key={}", client_key.display()),
+                format!(
+                    "--kubelet-certificate-authority={}",
+                    root.join("ca.crt").display()
+                ),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ];
+        }
+        let tokens = write("tokens.csv", &tokens)?;
         let plane = Self {
             supervisor: Mutex::new(Some(
                 Supervisor::new().map_err(io_err("starting the keeper thread"))?,
@@ -174,18 +251,27 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", serving_cert.display()),
                 format!("--tls-private-key-file={}", serving_key.display()),
                 format!("--secure-port={api_port}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
+                format!("--service-cluster-ip-range={SERVICE_RANGE}"),
                 "--allow-privileged=true".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--authorization-mode=RBAC".into(),
                 format!("--token-auth-file={}", tokens.display()),
                 format!("--service-account-issuer={server_url}"),
                 format!("--service-account-key-file={}", sa_pub.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(if node_flags.is_empty() {
+                // Without a node nothing creates ServiceAccounts or runs pods.
+                vec![
+                    "--disable-admission-plugins=ServiceAccount".to_string(),
+                    "--authorization-mode=RBAC".into(),
+                ]
+            } else {
+                node_flags
+            })
+            .collect(),
             log: root.join("kube-apiserver.log"),
         })?;
 
@@ -403,13 +489,22 @@ pub async fn k8s_bin_dir() -> Result<PathBuf, ControlPlaneError> {
     if let Some(path) = std::env::var_os(K8S_BIN_DIR_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/k8s-binaries.sh");
+    script_output("k8s-binaries.sh", &[]).await
+}
+
+/// Runs a script of the repository's scripts/ and returns the last line it printed (a path);
+/// its progress goes to this process's stderr.
+async fn script_output(name: &str, args: &[&str]) -> Result<PathBuf, ControlPlaneError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
     let build_err = |detail: String| ControlPlaneError::Build {
         script: script.display().to_string(),
         detail,
     };
     let output = tokio::process::Command::new("bash")
         .arg(&script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
@@ -418,13 +513,13 @@ pub async fn k8s_bin_dir() -> Result<PathBuf, ControlPlaneError> {
         return Err(build_err(format!("it exited with {}", output.status)));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let path = stdout
+    stdout
         .lines()
         .last()
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| build_err("it printed no directory".into()))?;
-    Ok(PathBuf::from(path))
+        .map(PathBuf::from)
+        .ok_or_else(|| build_err("it printed no path".into()))
 }
 
 /// Distinct free loopback ports, chosen by the kernel.

@@ -2,14 +2,16 @@
 //! server, a key for signing ServiceAccount tokens, and an admin bearer token.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
     SanType,
 };
 
-/// PEM files the API server and its clients need.
+/// PEM files the API server and its clients need, and the CA to issue more (a node's).
 pub struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
     pub ca_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
@@ -28,8 +30,16 @@ impl fmt::Debug for Pki {
     }
 }
 
+/// A certificate and its key, PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 impl Pki {
-    pub fn generate() -> Result<Self, rcgen::Error> {
+    /// A new CA, and a serving certificate for `localhost`, 127.0.0.1, `kubernetes.default.svc`,
+    /// the `kubernetes` Service's address `service_ip` (what pods connect to) and `extra_ips`.
+    pub fn generate(service_ip: IpAddr, extra_ips: &[IpAddr]) -> Result<Self, rcgen::Error> {
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name.push(
             DnType::CommonName,
@@ -46,7 +56,11 @@ impl Pki {
         serving.subject_alt_names.extend([
             SanType::IpAddress([127, 0, 0, 1].into()),
             SanType::DnsName("kubernetes.default.svc".try_into()?),
+            SanType::IpAddress(service_ip),
         ]);
+        serving
+            .subject_alt_names
+            .extend(extra_ips.iter().map(|ip| SanType::IpAddress(*ip)));
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
@@ -58,8 +72,44 @@ impl Pki {
             service_account_key_pem: service_account_key.serialize_pem(),
             service_account_pub_pem: service_account_key.public_key_pem(),
             admin_token: random_token()?,
+            ca,
         })
     }
+
+    /// A certificate from this CA for `common_name` in `organization` (Kubernetes reads them as
+    /// user and group), valid for client and server use at `ips`.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+        ips: &[IpAddr],
+    ) -> Result<Issued, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        if let Some(organization) = organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, organization);
+        }
+        params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A random bearer token for a node component.
+pub fn component_token() -> Result<String, rcgen::Error> {
+    random_token()
 }
 
 /// 256 random bits as hex, from the kernel's generator.
