@@ -45,6 +45,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: String,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
     /// Authorize a userAccount notifier: print the URL to open (or run a local callback with
     /// --listen) and wait until it is Authorized.
@@ -152,6 +158,10 @@ struct ControllerArgs {
     /// own; repeat or separate with commas. Default: none.
     #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
     allow_host: Vec<String>,
+    /// PEM bundle of certificate authorities LINE WORKS connections trust besides the system's
+    /// (a TLS-inspecting proxy's CA, say). Proxies come from HTTPS_PROXY/NO_PROXY.
+    #[arg(long, env = "LINEWORKS_EXTRA_CA_FILE")]
+    extra_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +211,10 @@ struct RelayArgs {
     /// own; repeat or separate with commas. Default: none.
     #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
     allow_host: Vec<String>,
+    /// PEM bundle of certificate authorities LINE WORKS connections trust besides the system's
+    /// (a TLS-inspecting proxy's CA, say). Proxies come from HTTPS_PROXY/NO_PROXY.
+    #[arg(long, env = "LINEWORKS_EXTRA_CA_FILE")]
+    extra_ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -216,6 +230,7 @@ async fn main() -> ExitCode {
                 let allowed_hosts = AllowedHosts::new(args.allow_host)?;
                 let settings = lineworks_operator::controller::Settings {
                     allowed_hosts,
+                    extra_roots: extra_roots(args.extra_ca_file.as_deref())?,
                     state_lifetime: std::time::Duration::from_secs(args.oauth_state_lifetime_secs),
                     request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
                     call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
@@ -307,9 +322,15 @@ async fn main() -> ExitCode {
             print!("{}", lineworks_operator::relay::openapi::document_text());
             Ok(())
         }
-        Command::Emulator { world, listen } => {
+        Command::Emulator {
+            world,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
             telemetry::init(cli.log_format);
-            lineworks_emulator::run(world.as_deref(), &listen)
+            let tls = tls_cert.as_deref().zip(tls_key.as_deref());
+            lineworks_emulator::run(world.as_deref(), &listen, tls)
                 .await
                 .map_err(Into::into)
         }
@@ -327,6 +348,22 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The extra CAs of `--extra-ca-file`, if given; a bad file stops start-up with its name.
+fn extra_roots(
+    path: Option<&std::path::Path>,
+) -> Result<lineworks_client::ExtraRoots, lineworks_client::TrustError> {
+    let Some(path) = path else {
+        return Ok(Default::default());
+    };
+    let roots = lineworks_client::ExtraRoots::from_pem_file(path)?;
+    tracing::info!(
+        file = %path.display(),
+        certificates = roots.len(),
+        "trusting extra certificate authorities for LINE WORKS"
+    );
+    Ok(roots)
+}
+
 fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOptions, String> {
     let mut options = lineworks_operator::relay::RelayOptions::new(args.listen);
     options.namespaces = args.namespace;
@@ -338,6 +375,7 @@ fn relay_options(args: RelayArgs) -> Result<lineworks_operator::relay::RelayOpti
     options.token_secret = args.token_secret;
     options.client_pacing = !args.no_client_pacing;
     options.allowed_hosts = AllowedHosts::new(args.allow_host)?;
+    options.extra_roots = extra_roots(args.extra_ca_file.as_deref()).map_err(|e| e.to_string())?;
     if let Some(n) = args.notifier {
         let (ns, name) = n
             .split_once('/')

@@ -12,25 +12,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::operator::{Env, WAIT, good_credentials};
-use support::{kubectl, kubectl_ok, wait_for};
+use support::{helm, kubectl, kubectl_ok, wait_for};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lineworks-operator");
-
-/// The pinned helm (LINEWORKS_HELM from `make test`, else built once by the script).
-fn helm() -> PathBuf {
-    if let Ok(path) = std::env::var("LINEWORKS_HELM") {
-        return path.into();
-    }
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/helm-binary.sh"
-    ))
-    .stderr(Stdio::inherit())
-    .output()
-    .expect("scripts/helm-binary.sh runs");
-    assert!(out.status.success(), "helm could not be built");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 fn run_helm(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(helm()).args(args).output().expect("helm runs");

@@ -3,6 +3,8 @@
 //! and it runs under containerd with a read-only root filesystem. The containerd is private to the
 //! test (its own root, state and socket in a temporary directory) and leaves nothing behind.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,29 +159,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs a script of scripts/ that prints an archive's path, as a person would run it: cargo's
-/// variables for this test (CARGO_*, RUSTFLAGS…) would make an inner release build differ from a
-/// manual one, and rebuild it.
 fn build(name: &str) -> PathBuf {
-    let mut script = Command::new(Path::new(ROOT).join("scripts").join(name));
-    script.env_clear();
-    for (key, value) in std::env::vars_os() {
-        let keep = [
-            "PATH",
-            "HOME",
-            "CARGO_HOME",
-            "RUSTUP_HOME",
-            "XDG_CACHE_HOME",
-            "TMPDIR",
-            "GOPATH",
-            "GOMODCACHE",
-            "GOPROXY",
-        ];
-        if keep.iter().any(|k| key == *k) {
-            script.env(key, value);
-        }
-    }
-    PathBuf::from(run(script.stdout(Stdio::piped())).trim())
+    support::image_archive(name)
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Settings {
     /// The shortest time between two renewals of one notifier's token, whatever `expires_in`
     /// says and however often the relay reports the token rejected.
     pub renewal_floor: Duration,
+    /// Certificate authorities LINE WORKS connections trust besides the system's.
+    pub extra_roots: lineworks_client::ExtraRoots,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             state_lifetime: super::oauth_state::DEFAULT_STATE_LIFETIME,
             allowed_hosts: AllowedHosts::default(),
             renewal_floor: DEFAULT_RENEWAL_FLOOR,
+            extra_roots: Default::default(),
         }
     }
 }
@@ -88,7 +91,7 @@ impl Context {
         metrics: Arc<Metrics>,
         state_key: super::oauth_state::StateKey,
     ) -> Result<Self, reqwest::Error> {
-        let http = lineworks_client::http_client(settings.request_timeout)?;
+        let http = lineworks_client::http_client(settings.request_timeout, &settings.extra_roots)?;
         let reporter = Reporter {
             controller: "lineworks-operator".into(),
             instance: Some(settings.instance.clone()),

@@ -77,6 +77,8 @@ pub struct RelayOptions {
     /// A second port for /healthz, /readyz and /metrics only, so kubelet probes and scrapes
     /// are answered while the notification port is full of slow connections.
     pub probe_listen: Option<SocketAddr>,
+    /// Certificate authorities LINE WORKS connections trust besides the system's.
+    pub extra_roots: lineworks_client::ExtraRoots,
 }
 
 impl RelayOptions {
@@ -100,6 +102,7 @@ impl RelayOptions {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             probe_listen: None,
+            extra_roots: Default::default(),
         }
     }
 }
@@ -372,7 +375,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         token_secret: options.token_secret.clone(),
     };
     let cache = cache::Cache::start(client, scope, options.token_wait);
-    let http = lineworks_client::http_client(options.request_timeout)?;
+    let http = lineworks_client::http_client(options.request_timeout, &options.extra_roots)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(listen_error(options.listen))?;

@@ -66,3 +66,52 @@ seccompProfile:
 {{- define "lwo.clusterName" -}}
 {{- printf "%s-%s" (include "lwo.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* How LINE WORKS calls leave the pod: an egress proxy and extra CAs (both containers). */}}
+{{- define "lwo.egressEnv" -}}
+{{- with .Values.proxy.https }}
+- name: HTTPS_PROXY
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.proxy.noProxy }}
+- name: NO_PROXY
+  value: {{ . | quote }}
+{{- end }}
+{{- if or .Values.extraCABundle.configMap .Values.extraCABundle.secret }}
+- name: LINEWORKS_EXTRA_CA_FILE
+  value: /etc/lineworks-operator/extra-ca/{{ .Values.extraCABundle.key }}
+{{- end }}
+{{- end -}}
+
+{{- define "lwo.extraCAMount" -}}
+{{- if or .Values.extraCABundle.configMap .Values.extraCABundle.secret }}
+volumeMounts:
+  - name: extra-ca
+    mountPath: /etc/lineworks-operator/extra-ca
+    readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "lwo.extraCAVolume" -}}
+{{- if and .Values.extraCABundle.configMap .Values.extraCABundle.secret }}
+{{- fail "extraCABundle: set configMap or secret, not both" }}
+{{- end }}
+{{- with .Values.extraCABundle.configMap }}
+volumes:
+  - name: extra-ca
+    configMap:
+      name: {{ . }}
+      items:
+        - key: {{ $.Values.extraCABundle.key }}
+          path: {{ $.Values.extraCABundle.key }}
+{{- end }}
+{{- with .Values.extraCABundle.secret }}
+volumes:
+  - name: extra-ca
+    secret:
+      secretName: {{ . }}
+      items:
+        - key: {{ $.Values.extraCABundle.key }}
+          path: {{ $.Values.extraCABundle.key }}
+{{- end }}
+{{- end -}}

@@ -26,7 +26,7 @@ use kube::{Api, Client};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use node::{NODE_NAME, OneNodeCluster};
+pub use node::{NODE_NAME, OneNodeCluster, shared as shared_cluster};
 pub use supervisor::ProcessState;
 use supervisor::{ProcessSpec, Supervisor};
 

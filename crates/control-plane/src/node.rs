@@ -766,3 +766,27 @@ async fn node_bin_dir() -> Result<PathBuf, ControlPlaneError> {
     }
     super::script_output("k8s-binaries.sh", &["node"]).await
 }
+
+/// The one-node cluster shared by every test of one test binary, started on first use and
+/// stopped (and cleaned by its janitor) when the process exits; start-up failures are remembered
+/// so each test reports them at once.
+pub async fn shared() -> Result<&'static OneNodeCluster, String> {
+    static SHARED: tokio::sync::OnceCell<Result<OneNodeCluster, String>> =
+        tokio::sync::OnceCell::const_new();
+    extern "C" fn stop_shared() {
+        if let Some(Ok(cluster)) = SHARED.get() {
+            cluster.stop();
+        }
+    }
+    let started = SHARED
+        .get_or_init(|| async {
+            let cluster = OneNodeCluster::start().await.map_err(|e| e.to_string())?;
+            // SAFETY: registers a plain function without captured state.
+            if unsafe { libc::atexit(stop_shared) } != 0 {
+                return Err("could not register the cluster's exit hook".to_string());
+            }
+            Ok(cluster)
+        })
+        .await;
+    started.as_ref().map_err(Clone::clone)
+}

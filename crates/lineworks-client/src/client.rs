@@ -140,11 +140,16 @@ pub fn install_crypto_provider() {
 }
 
 /// The HTTP client settings every LINE WORKS connection uses: a connect timeout, our user agent,
-/// and no redirects. A redirect would carry the bearer token or the client secret to a host
-/// nobody configured (and around the host allow-list), so a 3xx is an error instead.
-pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// no redirects, the system's CAs plus `extra_roots`, and the proxy the environment names
+/// (`HTTPS_PROXY`/`NO_PROXY`). A redirect would carry the bearer token or the client secret to a
+/// host nobody configured (and around the host allow-list), so a 3xx is an error instead.
+pub fn http_client(
+    connect_timeout: Duration,
+    extra_roots: &crate::ExtraRoots,
+) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    extra_roots
+        .apply(reqwest::Client::builder())
         .connect_timeout(connect_timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("lineworks-operator/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
@@ -177,7 +182,7 @@ pub(super) enum Repeat {
 impl LineWorksClient {
     /// A client sharing `limits` with every other client of the process.
     pub fn new(config: ClientConfig, limits: Arc<RateLimits>) -> Result<Self, LineWorksError> {
-        let http = http_client(config.request_timeout)
+        let http = http_client(config.request_timeout, &crate::ExtraRoots::default())
             .map_err(|e| LineWorksError::InvalidRequest(format!("HTTP client: {e}")))?;
         Ok(Self::with_http(config, limits, http))
     }

@@ -13,6 +13,7 @@ mod error;
 mod jwt_ring;
 mod limiter;
 mod message;
+mod trust;
 
 pub use auth::TokenKind;
 pub use bot::{Bot, BotDomain, Channel};
@@ -28,3 +29,4 @@ pub use credentials::{
 pub use error::{Api, ErrorBody, LineWorksError};
 pub use limiter::{Budget, RateLimits, calls_within, quota};
 pub use message::{Action, Content, I18nText, MAX_TEXT_CHARS, MessageSender};
+pub use trust::{ExtraRoots, TrustError};

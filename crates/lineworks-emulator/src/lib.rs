@@ -207,11 +207,53 @@ pub struct Emulator {
     state: Shared,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    scheme: &'static str,
+}
+
+/// A serving certificate chain and its private key, PEM.
+pub struct TlsIdentity {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl TlsIdentity {
+    fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |what: &str, e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
+        };
+        let chain = CertificateDer::pem_slice_iter(&self.cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("TLS certificate", &e))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| invalid("TLS private key", &e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("TLS versions", &e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| invalid("TLS certificate and key", &e))?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
 }
 
 impl Emulator {
-    /// Serves `world` on `listen` (e.g. `127.0.0.1:0` for a free port).
+    /// Serves `world` on `listen` (e.g. `127.0.0.1:0` for a free port), over plain HTTP.
     pub async fn start(world: World, listen: &str) -> std::io::Result<Self> {
+        Self::start_with(world, listen, None).await
+    }
+
+    /// Serves `world` on `listen`, over HTTPS when `tls` is given (as LINE WORKS does; pods reach
+    /// the emulator that way, trusting its CA like a corporate proxy's).
+    pub async fn start_with(
+        world: World,
+        listen: &str,
+        tls: Option<&TlsIdentity>,
+    ) -> std::io::Result<Self> {
+        let acceptor = tls.map(TlsIdentity::acceptor).transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Shared::new(world);
@@ -226,22 +268,46 @@ impl Emulator {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let (state, app, mut stopped) = (serve_state.clone(), app.clone(), stopped.clone());
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: Request<hyper::body::Incoming>| {
                             handle(state.clone(), app.clone(), request.map(Body::new))
                         },
                     );
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = connection => {}
-                        _ = stopped.changed() => {}
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let connection = http1.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                std::time::Duration::from_secs(10),
+                                acceptor.accept(stream),
+                            );
+                            let Ok(Ok(stream)) = handshake.await else {
+                                return;
+                            };
+                            let connection = http1.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = connection => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
                     }
                 });
             }
         });
-        Ok(Self { state, addr, stop })
+        Ok(Self {
+            state,
+            addr,
+            stop,
+            scheme,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -250,12 +316,12 @@ impl Emulator {
 
     /// Base URL of the API, for `spec.apiBaseURL`.
     pub fn api_base_url(&self) -> String {
-        format!("http://{}/v1.0", self.addr)
+        format!("{}://{}/v1.0", self.scheme, self.addr)
     }
 
     /// Base URL of OAuth, for `spec.authBaseURL`.
     pub fn auth_base_url(&self) -> String {
-        format!("http://{}/oauth2/v2.0", self.addr)
+        format!("{}://{}/oauth2/v2.0", self.scheme, self.addr)
     }
 
     /// Messages accepted so far, oldest first.
@@ -400,8 +466,13 @@ pub enum EmulatorError {
     },
 }
 
-/// `lineworks-operator emulator`: serves until Ctrl-C.
-pub async fn run(world_file: Option<&std::path::Path>, listen: &str) -> Result<(), EmulatorError> {
+/// `lineworks-operator emulator`: serves until Ctrl-C (or SIGTERM, as a pod), over HTTPS when a
+/// certificate and key file are given.
+pub async fn run(
+    world_file: Option<&std::path::Path>,
+    listen: &str,
+    tls_files: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<(), EmulatorError> {
     let world = match world_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| EmulatorError::Read {
@@ -415,19 +486,41 @@ pub async fn run(world_file: Option<&std::path::Path>, listen: &str) -> Result<(
         }
         None => World::default(),
     };
-    let emulator =
-        Emulator::start(world, listen)
-            .await
-            .map_err(|source| EmulatorError::Listen {
-                listen: listen.into(),
-                source,
-            })?;
+    let tls = match tls_files {
+        Some((cert, key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| EmulatorError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            };
+            Some(TlsIdentity {
+                cert_chain_pem: read(cert)?,
+                key_pem: read(key)?,
+            })
+        }
+        None => None,
+    };
+    let emulator = Emulator::start_with(world, listen, tls.as_ref())
+        .await
+        .map_err(|source| EmulatorError::Listen {
+            listen: listen.into(),
+            source,
+        })?;
     tracing::info!(
         api = emulator.api_base_url(),
         auth = emulator.auth_base_url(),
         "LINE WORKS emulator serving; admin API under /admin"
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| EmulatorError::Listen {
+        listen: listen.into(),
+        source,
+    })?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
     Ok(())
 }
 
