@@ -13,12 +13,14 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use lineworks_control_plane::OneNodeCluster;
 use lineworks_operator::api::LineWorksNotifier;
 use lineworks_operator::api::contract::ALLOWED_NOTIFIERS_ANNOTATION;
+use lineworks_operator::api::notifier::DeliveryResult;
 use serde_json::{Value, json};
 use support::lineworks::{BOT, DOMAIN, ROOM};
 use support::operator::good_credentials;
@@ -31,6 +33,7 @@ const IMAGE: &str = "ghcr.io/lineworks-operator/lineworks-operator";
 const EMULATOR_IP: &str = "10.0.0.10";
 const RELEASE: &str = "lwo";
 const POD_WAIT: Duration = Duration::from_secs(180);
+const MSG_WAIT: Duration = Duration::from_secs(20);
 
 /// The cluster, what runs on it for every scenario, and the emulator's CA.
 struct Lab {
@@ -379,9 +382,662 @@ fn test_notifications(delivered: &[Value]) -> usize {
         .count()
 }
 
+/// The leader's pod name, from the Lease.
+async fn leader(lab: &Lab) -> String {
+    let leases: Api<Lease> = Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    let name = format!("{RELEASE}-lineworks-operator-leader");
+    wait_for("a leader", POD_WAIT, || async {
+        let lease = leases.get(&name).await.map_err(|e| e.to_string())?;
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| "no holder".to_string())
+    })
+    .await
+}
+
+async fn controller_pods(lab: &Lab) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    pods.list(&ListParams::default().labels("app.kubernetes.io/component=controller"))
+        .await
+        .expect("pods")
+        .items
+}
+
+fn rollout(lab: &Lab, deployment: &str) {
+    lab.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        &lab.operator_ns,
+        &format!("deployment/{deployment}"),
+        "--timeout=180s",
+    ]);
+}
+
+/// Asks for test notification `id` and waits until status says it was delivered.
+async fn wait_test_notification(lab: &Lab, ns: &str, name: &str, id: &str) {
+    let api: Api<LineWorksNotifier> = Api::namespaced(lab.client.clone(), ns);
+    wait_for(&format!("test notification {id}"), POD_WAIT, || async {
+        let notifier = api.get(name).await.map_err(|e| e.to_string())?;
+        let last = notifier.status.and_then(|s| s.last_test_notification);
+        match last {
+            Some(t) if t.id == id && t.result == DeliveryResult::Delivered => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Scenario 2: one of two replicas leads; deleting its pod hands over to the other, and a change
+/// made during the handover is reconciled.
+async fn the_leader_hands_over(lab: &Lab, tenant: &str) -> Duration {
+    let pods: Vec<String> = controller_pods(lab)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let first = leader(lab).await;
+    assert!(
+        pods.contains(&first),
+        "the leader {first} is one of {pods:?}"
+    );
+    let started = Instant::now();
+    lab.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        &lab.operator_ns,
+        &first,
+        "--wait=false",
+    ]);
+    lab.kubectl(&[
+        "patch",
+        "lineworksnotifier",
+        "front-desk",
+        "-n",
+        tenant,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"testNotification":{"id":"failover"}}}"#,
+    ]);
+    let leases: Api<Lease> = Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    let lease_name = format!("{RELEASE}-lineworks-operator-leader");
+    let second = wait_for("a new leader", POD_WAIT, || async {
+        let lease = leases.get(&lease_name).await.map_err(|e| e.to_string())?;
+        match lease.spec.and_then(|s| s.holder_identity) {
+            Some(h) if !h.is_empty() && h != first => Ok(h),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let failover = started.elapsed();
+    assert!(pods.contains(&second), "the standby {second} took over");
+    wait_test_notification(lab, tenant, "front-desk", "failover").await;
+    assert_eq!(
+        test_notifications(&lab.delivered().await),
+        4,
+        "the change made during the handover was sent once"
+    );
+    rollout(lab, &format!("{RELEASE}-lineworks-operator"));
+    failover
+}
+
+/// The documented sidecar example (examples/relay-sidecar.yaml) with a busybox "reception app"
+/// that posts one visitor to the relay on 127.0.0.1.
+fn sidecar_example(busybox: &str, visitor: &str) -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/relay-sidecar.yaml"
+    ))
+    .expect("example");
+    let mut items = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut object: Value = serde::Deserialize::deserialize(document).expect("example parses");
+        if object["kind"] == "Deployment" {
+            object["spec"]["template"]["spec"]["volumes"] =
+                json!([{"name": "extra-ca", "configMap": {"name": "emulator-ca"}}]);
+            let containers = object["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .expect("containers");
+            for container in containers {
+                container["imagePullPolicy"] = json!("Never");
+                if container["name"] == "app" {
+                    let url = container["env"][0]["value"]
+                        .as_str()
+                        .expect("url")
+                        .to_string();
+                    container["image"] = json!(busybox);
+                    container["command"] =
+                        json!(["sh", "-c", post_until_accepted(&url, visitor, None)]);
+                } else {
+                    assert_eq!(
+                        container["image"],
+                        format!("{IMAGE}:{}", env!("CARGO_PKG_VERSION")),
+                        "the example names this version's image"
+                    );
+                    // What the example says to add for a LINE WORKS behind another CA (here
+                    // the emulator's), plus the emulator's host.
+                    container["args"]
+                        .as_array_mut()
+                        .expect("args")
+                        .push(json!(format!("--allow-host={EMULATOR_IP}")));
+                    container["env"].as_array_mut().expect("env").push(json!(
+                        {"name": "LINEWORKS_EXTRA_CA_FILE", "value": "/etc/extra-ca/ca.crt"}
+                    ));
+                    container["volumeMounts"] = json!([{"name": "extra-ca", "mountPath": "/etc/extra-ca", "readOnly": true}]);
+                }
+            }
+        }
+        items.push(object);
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+/// A shell loop posting one visitor until the relay accepts it (2xx), as a reception app would;
+/// with `token_env`, the bearer token comes from that variable.
+fn post_until_accepted(url: &str, visitor: &str, token_env: Option<&str>) -> String {
+    let key = visitor.replace(' ', "-");
+    let auth = token_env
+        .map(|v| format!(r#"--header "Authorization: Bearer ${v}" "#))
+        .unwrap_or_default();
+    format!(
+        r#"until wget -q -O - {auth}--header 'Content-Type: application/json' --post-data '{{"visitor":{{"name":"{visitor}"}},"idempotencyKey":"{key}"}}' {url}; do sleep 1; done; echo; echo ACCEPTED; exec sleep 100000"#
+    )
+}
+
+/// Messages naming `visitor` (a DM and a room message per notification).
+fn messages_for(delivered: &[Value], visitor: &str) -> usize {
+    delivered
+        .iter()
+        .filter(|m| m["content"].to_string().contains(visitor))
+        .count()
+}
+
+async fn wait_messages_for(lab: &Lab, visitor: &str, count: usize, ns: &str) {
+    let deadline = Instant::now() + MSG_WAIT;
+    loop {
+        let n = messages_for(&lab.delivered().await, visitor);
+        if n == count {
+            return;
+        }
+        if Instant::now() > deadline {
+            let pods = lab.kubectl(&["get", "pods", "-n", ns, "-o", "wide"]);
+            let logs = lab
+                .cluster
+                .plane()
+                .kubectl()
+                .args([
+                    "logs",
+                    "-n",
+                    ns,
+                    "--all-containers",
+                    "--tail=20",
+                    "-l",
+                    "app=reception",
+                ])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_default();
+            let readiness = lab
+                .cluster
+                .plane()
+                .kubectl()
+                .args([
+                    "exec",
+                    "-n",
+                    ns,
+                    "deploy/reception",
+                    "-c",
+                    "app",
+                    "--",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    "http://127.0.0.1:8090/v1/notifier",
+                ])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                })
+                .unwrap_or_default();
+            panic!(
+                "{n} of {count} messages for {visitor} within {POD_WAIT:?}\n{pods}\n{logs}\n{readiness}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Scenario 3: the relay as a sidecar of an application pod (the documented example), and as the
+/// chart's Deployment behind its Service, called from another pod with the notifier's caller
+/// token from its Secret.
+async fn the_relay_delivers_as_sidecar_and_as_deployment(lab: &Lab, tenant: &str, busybox: &str) {
+    let example = sidecar_example(busybox, "Sidecar Visitor");
+    lab.apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "emulator-ca", "namespace": tenant},
+        "data": {"ca.crt": lab.ca_pem}}));
+    let mut apply = lab.cluster.plane().kubectl();
+    apply.args(["apply", "-n", tenant, "-f", "-"]);
+    let mut child = apply
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(example.to_string().as_bytes())
+        .expect("written");
+    assert!(child.wait().expect("kubectl").success());
+    wait_messages_for(lab, "Sidecar Visitor", 2, tenant).await;
+
+    lab.helm(&[
+        "upgrade",
+        RELEASE,
+        CHART,
+        "--namespace",
+        &lab.operator_ns,
+        "--reuse-values",
+        "--set",
+        "relay.enabled=true",
+        "--set",
+        &format!("relay.namespaces={{{tenant}}}"),
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let url = relay_url(lab, tenant).await;
+    lab.apply(&json!({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "reception-client", "namespace": tenant},
+    "spec": {
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "client", "image": busybox, "imagePullPolicy": "Never",
+            "command": ["sh", "-c", post_until_accepted(&url, "Deployment Visitor", Some("TOKEN"))],
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef":
+                {"name": "front-desk-relay-caller", "key": "token"}}}],
+            "securityContext": restricted_container(),
+        }]
+    }}));
+    wait_messages_for(lab, "Deployment Visitor", 2, tenant).await;
+}
+
+/// `http://<relay Service address>:<port>/v1/notifiers/<tenant>/front-desk/notifications`.
+async fn relay_url(lab: &Lab, tenant: &str) -> String {
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    let service = services
+        .get(&format!("{RELEASE}-lineworks-operator-relay"))
+        .await
+        .expect("relay Service");
+    let spec = service.spec.expect("spec");
+    let ip = spec.cluster_ip.expect("cluster IP");
+    let port = spec.ports.expect("ports")[0].port;
+    format!("http://{ip}:{port}/v1/notifiers/{tenant}/front-desk/notifications")
+}
+
+/// Scenario 4 (while the operator runs): deleting a notifier revokes its tokens and removes its
+/// Secrets; deleting a namespace holding a Ready notifier finishes.
+async fn deletion_and_garbage_collection(lab: &Lab) {
+    let ns = lab.namespace("gc", false).await;
+    apply_notifier(lab, &ns, "temp", json!({}));
+    wait_condition(lab, &ns, "temp", "Ready", "True").await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(lab.client.clone(), &ns);
+    assert!(
+        secrets
+            .get_opt("temp-lineworks-token")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    lab.kubectl(&[
+        "delete",
+        "lineworksnotifier",
+        "temp",
+        "-n",
+        &ns,
+        "--timeout=60s",
+    ]);
+    wait_for("the token and caller Secrets gone", POD_WAIT, || async {
+        let token = secrets
+            .get_opt("temp-lineworks-token")
+            .await
+            .map_err(|e| e.to_string())?;
+        let caller = secrets
+            .get_opt("temp-relay-caller")
+            .await
+            .map_err(|e| e.to_string())?;
+        if token.is_none() && caller.is_none() {
+            Ok(())
+        } else {
+            Err("still there".into())
+        }
+    })
+    .await;
+    let events = lab.kubectl(&["get", "events", "-n", &ns, "-o", "json"]);
+    assert!(events.contains("TokensRevoked"), "{events}");
+
+    let doomed = lab.namespace("doomed", false).await;
+    apply_notifier(lab, &doomed, "front-desk", json!({}));
+    wait_condition(lab, &doomed, "front-desk", "Ready", "True").await;
+    let started = Instant::now();
+    lab.kubectl(&["delete", "namespace", &doomed, "--timeout=120s"]);
+    println!(
+        "figure: a namespace with a Ready notifier deleted in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Scenario 5: `helm upgrade` with a value that rolls the controller and relay pods while a
+/// caller sends visitors through the relay's Service, retrying (same idempotency key) when a
+/// connection is refused or the relay answers 503: every visitor arrives exactly once.
+async fn an_upgrade_under_traffic_loses_and_repeats_nothing(
+    lab: &Lab,
+    tenant: &str,
+) -> (usize, usize, usize) {
+    let url = relay_url(lab, tenant).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(lab.client.clone(), tenant);
+    let caller = secrets
+        .get("front-desk-relay-caller")
+        .await
+        .expect("caller Secret");
+    let token = support::oauth::secret_value(&caller, "token");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sender = tokio::spawn(send_visitors(url, token, stopped));
+    let upgrade = {
+        let kubeconfig = lab.cluster.plane().kubeconfig_path().to_path_buf();
+        let ns = lab.operator_ns.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(helm())
+                .args([
+                    "upgrade",
+                    RELEASE,
+                    CHART,
+                    "--namespace",
+                    &ns,
+                    "--reuse-values",
+                ])
+                .args([
+                    "--set-string",
+                    "podAnnotations.rolled=upgrade",
+                    "--wait",
+                    "--timeout",
+                    "180s",
+                ])
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .output()
+                .expect("helm runs")
+        })
+    };
+    let out = upgrade.await.expect("upgrade task");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = stop.send(true);
+    let visitors = sender.await.expect("sender");
+    let delivered = lab.delivered().await;
+    let mut lost = 0;
+    let mut repeated = 0;
+    for visitor in &visitors {
+        match messages_for(&delivered, visitor) {
+            0 => lost += 1,
+            2 => {}
+            _ => repeated += 1,
+        }
+    }
+    assert_eq!((lost, repeated), (0, 0), "of {} visitors", visitors.len());
+    assert!(
+        visitors.len() >= 10,
+        "traffic flowed during the upgrade: {}",
+        visitors.len()
+    );
+    (visitors.len(), visitors.len() - lost, repeated)
+}
+
+/// Sends a visitor every 100 ms until told to stop; each is retried with its idempotency key
+/// until accepted (up to a minute). Returns the visitors' names.
+async fn send_visitors(
+    url: String,
+    token: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .expect("client");
+    let mut visitors = Vec::new();
+    let mut tasks = Vec::new();
+    for n in 0.. {
+        if *stop.borrow() {
+            break;
+        }
+        let visitor = format!("Upgrade Visitor {n:04}");
+        visitors.push(visitor.clone());
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"visitor": {"name": visitor}, "idempotencyKey": visitor.replace(' ', "-")}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    // Not accepted (refused connection, draining pod, 429/503): the same key again.
+                    Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {}
+                    Ok(r) => panic!("{visitor}: {}", r.status()),
+                    Err(e) if e.is_connect() => {}
+                    Err(e) => panic!("{visitor}: {e}"),
+                }
+                assert!(Instant::now() < deadline, "{visitor} never accepted");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for task in tasks {
+        task.await.expect("visitor task");
+    }
+    visitors
+}
+
+/// Scenario 6: the controller's container killed, then containerd restarted: the pod restarts,
+/// the node stays Ready, the notifier stays Ready, no test notification goes out again.
+async fn restarts_change_nothing(lab: &Lab, tenant: &str) {
+    let leader_pod = leader(lab).await;
+    let pods: Api<Pod> = Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    let pod = pods.get(&leader_pod).await.expect("leader pod");
+    let container = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.container_id)
+        .expect("container id");
+    let id = container.trim_start_matches("containerd://");
+    let killed = Command::new("ctr")
+        .arg("--address")
+        .arg(lab.cluster.containerd_socket())
+        .args(["-n", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", id])
+        .output()
+        .expect("ctr");
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    wait_for("the controller container restarted", POD_WAIT, || async {
+        let pod = pods.get(&leader_pod).await.map_err(|e| e.to_string())?;
+        let status = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        match status.first() {
+            Some(c) if c.restart_count >= 1 && c.ready => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    lab.cluster
+        .restart_containerd()
+        .await
+        .expect("containerd restarts");
+    rollout(lab, &format!("{RELEASE}-lineworks-operator"));
+    rollout(lab, &format!("{RELEASE}-lineworks-operator-relay"));
+    // A fresh look after both restarts: the notifier is Ready and sends no test notification.
+    lab.kubectl(&[
+        "annotate",
+        "lineworksnotifier",
+        "front-desk",
+        "-n",
+        tenant,
+        "--overwrite",
+        &format!(
+            "lineworks-operator.dev/reconcile-requested-at={}",
+            std::process::id()
+        ),
+    ]);
+    wait_condition(lab, tenant, "front-desk", "Ready", "True").await;
+    let url = relay_url(lab, tenant).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(lab.client.clone(), tenant);
+    let caller = secrets
+        .get("front-desk-relay-caller")
+        .await
+        .expect("caller Secret");
+    let token = support::oauth::secret_value(&caller, "token");
+    let answer = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({"visitor": {"name": "After Restart"}}))
+        .send()
+        .await
+        .expect("relay answers");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let delivered = lab.delivered().await;
+    assert_eq!(messages_for(&delivered, "After Restart"), 2);
+    assert_eq!(
+        test_notifications(&delivered),
+        4,
+        "no test notification sent again"
+    );
+}
+
+/// Scenario 4, last part: `helm uninstall` with notifiers present leaves the CRD, the notifiers
+/// (with their finalizer) and their token Secrets, as docs/install.md says; the documented
+/// command releases a notifier whose operator is gone.
+async fn uninstall_leaves_what_the_docs_say(lab: &Lab, tenant: &str) {
+    lab.helm(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        &lab.operator_ns,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let pods: Api<Pod> = Api::namespaced(lab.client.clone(), &lab.operator_ns);
+    wait_for("the operator's pods gone", POD_WAIT, || async {
+        let n = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} pods"))
+        }
+    })
+    .await;
+    lab.kubectl(&["get", "crd", "lineworksnotifiers.lineworks-operator.dev"]);
+    let finalizers = lab.kubectl(&[
+        "get",
+        "lineworksnotifier",
+        "front-desk",
+        "-n",
+        tenant,
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ]);
+    assert!(
+        finalizers.contains("lineworks-operator.dev/revoke-tokens"),
+        "{finalizers}"
+    );
+    lab.kubectl(&["get", "secret", "front-desk-lineworks-token", "-n", tenant]);
+    // The documented release of a notifier whose operator is gone.
+    lab.kubectl(&[
+        "patch",
+        "lineworksnotifier",
+        "front-desk",
+        "-n",
+        tenant,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    lab.kubectl(&[
+        "delete",
+        "lineworksnotifier",
+        "front-desk",
+        "-n",
+        tenant,
+        "--timeout=60s",
+    ]);
+    // Its Secrets are owned by the notifier: the garbage collector removes them.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(lab.client.clone(), tenant);
+    wait_for("owned Secrets collected", POD_WAIT, || async {
+        let left = secrets
+            .get_opt("front-desk-lineworks-token")
+            .await
+            .map_err(|e| e.to_string())?;
+        if left.is_none() {
+            Ok(())
+        } else {
+            Err("still there".into())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_chart_runs_as_pods_on_a_real_node() {
     let lab = lab().await;
+    let busybox = support::image_archive("busybox-image.sh");
+    lab.cluster
+        .import(&busybox, "localhost/lineworks-operator/busybox")
+        .expect("busybox imported");
+    let busybox = "localhost/lineworks-operator/busybox:1.35.0";
     let tenant = installs_and_delivers(lab).await;
-    let _ = tenant;
+    let failover = the_leader_hands_over(lab, &tenant).await;
+    println!("figure: leader failover (pod deleted -> new holder) {failover:?}");
+    the_relay_delivers_as_sidecar_and_as_deployment(lab, &tenant, busybox).await;
+    deletion_and_garbage_collection(lab).await;
+    let (sent, delivered, repeated) =
+        an_upgrade_under_traffic_loses_and_repeats_nothing(lab, &tenant).await;
+    println!(
+        "figure: upgrade under traffic: sent {sent}, delivered {delivered}, repeated {repeated}"
+    );
+    restarts_change_nothing(lab, &tenant).await;
+    uninstall_leaves_what_the_docs_say(lab, &tenant).await;
 }

@@ -14,6 +14,7 @@ mod context;
 pub(crate) mod credentials;
 mod diagnosis;
 mod findings;
+mod leadership;
 mod metrics;
 pub mod oauth_state;
 mod reconcile;
@@ -40,7 +41,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 
 pub use context::{Context, Settings};
 pub use oauth_state::{StateKey, StateKeySecret};
@@ -212,15 +212,6 @@ pub async fn run_with(
     // Wait for leadership (or run at once without a lease).
     let mut lease_state = None;
     if let Some(lease) = &options.lease {
-        let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
-            .with_namespace(&lease.namespace)
-            .with_identity(&lease.identity)
-            .with_duration(lease.duration_secs)
-            .with_grace(lease.duration_secs.div_ceil(3).max(1))
-            .build()
-            .await
-            .map_err(|e| StartError::Lease(e.to_string()))?;
-        let (mut leader, task) = manager.watch().await;
         health.ready.store(true, Ordering::Relaxed);
         tracing::info!(
             identity = lease.identity,
@@ -228,24 +219,12 @@ pub async fn run_with(
             "waiting for the leader lease"
         );
         let mut stop = stop_rx.clone();
-        loop {
-            if *leader.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = leader.changed() => if changed.is_err() {
-                    return Err(StartError::Lease("the lease manager stopped".into()));
-                },
-                _ = stop.changed() => {
-                    drop(leader);
-                    let _ = task.await;
-                    return Ok(());
-                }
-            }
-        }
+        let Some(leadership) = leadership::acquire(&client, lease, &mut stop).await? else {
+            return Ok(());
+        };
         tracing::info!(identity = lease.identity, "became leader");
         metrics.leader.set(1);
-        lease_state = Some((leader, task));
+        lease_state = Some(leadership);
     }
 
     let (notifiers, secrets, events): (

@@ -186,6 +186,16 @@ impl OneNodeCluster {
         }
     }
 
+    /// Restarts containerd (SIGTERM, then started again with the same configuration), as an
+    /// upgrade or a crash would; running containers keep running under their shims.
+    pub async fn restart_containerd(&self) -> Result<(), ControlPlaneError> {
+        self.node
+            .with_supervisor(|s| s.restart("containerd"))
+            .ok_or_else(|| ControlPlaneError::NotReady(Duration::ZERO, "already stopped".into()))?
+            .map_err(io_err("restarting containerd"))?;
+        self.wait_for_containerd().await
+    }
+
     /// Stops the node (its components, then the janitor removes pods, rules and mounts), then the
     /// control plane. Idempotent.
     pub fn stop(&self) {
@@ -205,6 +215,11 @@ impl OneNodeCluster {
             args: vec!["--config".into(), config.display().to_string()],
             log: dir.join("containerd.log"),
         })?;
+        self.wait_for_containerd().await
+    }
+
+    async fn wait_for_containerd(&self) -> Result<(), ControlPlaneError> {
+        let dir = &self.node.dir_path;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.node.check_running()?;

@@ -40,6 +40,7 @@ pub struct ProcessState {
 
 enum Command_ {
     Spawn(ProcessSpec, mpsc::Sender<io::Result<u32>>),
+    Restart(&'static str, mpsc::Sender<io::Result<u32>>),
     Stop,
 }
 
@@ -76,6 +77,18 @@ impl Supervisor {
             .map_err(|_| io::Error::other("the control-plane keeper thread has stopped"))?
     }
 
+    /// Stops the running child named `name` (SIGTERM, then SIGKILL after the grace period) and
+    /// starts it again with the same arguments; returns the new pid.
+    pub fn restart(&self, name: &'static str) -> io::Result<u32> {
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .send(Command_::Restart(name, reply))
+            .map_err(|_| io::Error::other("the control-plane keeper thread has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| io::Error::other("the control-plane keeper thread has stopped"))?
+    }
+
     /// Every child started so far, with its exit status once it has exited.
     pub fn states(&self) -> Vec<ProcessState> {
         match self.states.lock() {
@@ -105,35 +118,39 @@ impl Drop for Supervisor {
 }
 
 fn keep(inbox: mpsc::Receiver<Command_>, states: Arc<Mutex<Vec<ProcessState>>>) {
-    let mut children: Vec<Child> = Vec::new();
+    let mut children: Vec<(Child, ProcessSpec)> = Vec::new();
     loop {
         match inbox.recv_timeout(POLL) {
             Ok(Command_::Spawn(spec, reply)) => {
-                let started = start(&spec).map(|child| {
-                    let pid = child.id();
-                    children.push(child);
-                    update(&states, |s| {
-                        s.push(ProcessState {
-                            name: spec.name,
-                            pid,
-                            exit: None,
-                        })
-                    });
-                    pid
+                let _ = reply.send(spawn_child(spec, &mut children, &states));
+            }
+            Ok(Command_::Restart(name, reply)) => {
+                let running = children.iter_mut().rposition(|(child, spec)| {
+                    spec.name == name && !matches!(child.try_wait(), Ok(Some(_)))
                 });
-                let _ = reply.send(started);
+                let restarted = match running {
+                    None => Err(io::Error::other(format!("{name} is not running"))),
+                    Some(index) => {
+                        let (mut old, spec) = children.remove(index);
+                        terminate(&mut old);
+                        // The new child takes the old one's place among the states.
+                        update(&states, |all| all.retain(|s| s.pid != old.id()));
+                        spawn_child(spec, &mut children, &states)
+                    }
+                };
+                let _ = reply.send(restarted);
             }
             Ok(Command_::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
-        for child in &mut children {
+        for (child, _) in &mut children {
             if let Ok(Some(status)) = child.try_wait() {
                 record_exit(&states, child.id(), status);
             }
         }
     }
     // Newest first: the API server goes before the etcd it depends on.
-    for child in children.iter_mut().rev() {
+    for (child, _) in children.iter_mut().rev() {
         let status = terminate(child);
         if let Some(status) = status {
             record_exit(&states, child.id(), status);
@@ -141,8 +158,27 @@ fn keep(inbox: mpsc::Receiver<Command_>, states: Arc<Mutex<Vec<ProcessState>>>) 
     }
 }
 
+fn spawn_child(
+    spec: ProcessSpec,
+    children: &mut Vec<(Child, ProcessSpec)>,
+    states: &Mutex<Vec<ProcessState>>,
+) -> io::Result<u32> {
+    let child = start(&spec)?;
+    let pid = child.id();
+    update(states, |s| {
+        s.push(ProcessState {
+            name: spec.name,
+            pid,
+            exit: None,
+        })
+    });
+    children.push((child, spec));
+    Ok(pid)
+}
+
 fn start(spec: &ProcessSpec) -> io::Result<Child> {
-    let log = File::create(&spec.log)?;
+    // Appended, so a restarted child's log follows its predecessor's.
+    let log = File::options().create(true).append(true).open(&spec.log)?;
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
