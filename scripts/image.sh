@@ -29,9 +29,11 @@ target=x86_64-unknown-linux-musl
 "$here/scripts/node-deps.sh"
 rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
 
-# The Dockerfile's build command, word for word (tests/image.rs compares them).
+# The Dockerfile's build command, word for word (tests/image.rs compares them), in a target
+# directory of its own so it can run while another cargo command holds target/.
+export CARGO_TARGET_DIR="$here/target/image-build"
 cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl >&2
-binary="target/$target/release/lineworks-operator"
+binary="$CARGO_TARGET_DIR/$target/release/lineworks-operator"
 
 out="$here/target/image"
 archive="$out/lineworks-operator-$version.oci.tar"
