@@ -88,9 +88,13 @@ enum Command {
     /// Start a local control plane, install the CRD and the examples, and show them.
     #[cfg(feature = "local-control-plane")]
     Demo {
-        /// Keep the control plane running until Ctrl-C.
+        /// Keep everything running until Ctrl-C.
         #[arg(long)]
         wait: bool,
+        /// Run a one-node cluster on this machine (root) and install the chart with helm,
+        /// instead of a control plane with in-process controller and relay.
+        #[arg(long)]
+        cluster: bool,
     },
 }
 
@@ -335,9 +339,12 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         #[cfg(feature = "local-control-plane")]
-        Command::Demo { wait } => lineworks_operator::demo::run(wait)
-            .await
-            .map_err(Into::into),
+        Command::Demo { wait, cluster } => if cluster {
+            lineworks_operator::demo::cluster::run(wait).await
+        } else {
+            lineworks_operator::demo::run(wait).await
+        }
+        .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

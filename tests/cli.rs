@@ -248,3 +248,41 @@ async fn status_and_test_notify_answer_like_the_console() {
     assert!(!ok, "a stale Ready is not Ready");
     assert!(err.contains("has not reconciled generation"), "{err}");
 }
+
+/// `--extra-ca-file` with a missing file, or one without a certificate, stops the controller and
+/// the relay at start-up with the file's path; nothing starts half-trusting.
+#[test]
+fn a_bad_extra_ca_bundle_stops_start_up_with_its_path() {
+    let dir = tempfile::tempdir().expect("dir");
+    let not_pem = dir.path().join("not-a-bundle.crt");
+    std::fs::write(&not_pem, "this is not a certificate\n").expect("file");
+    let missing = dir.path().join("missing.crt");
+    for file in [&not_pem, &missing] {
+        for args in [
+            vec!["controller", "--metrics-addr", "127.0.0.1:0"],
+            vec![
+                "relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--notifier",
+                "ns/n",
+                "--no-auth",
+            ],
+        ] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+                .args(&args)
+                .arg("--extra-ca-file")
+                .arg(file)
+                // Fails before any cluster is contacted.
+                .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+                .output()
+                .expect("runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&*file.display().to_string()) && stderr.contains("CA bundle"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}

@@ -3,8 +3,6 @@
 //! and it runs under containerd with a read-only root filesystem. The containerd is private to the
 //! test (its own root, state and socket in a temporary directory) and leaves nothing behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,7 +158,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 fn build(name: &str) -> PathBuf {
-    support::image_archive(name)
+    lineworks_operator::demo::cluster::repo_script(name).expect("script runs")
 }
 
 #[test]

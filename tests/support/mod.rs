@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,39 +78,5 @@ pub fn helm() -> PathBuf {
     .output()
     .expect("scripts/helm-binary.sh runs");
     assert!(out.status.success(), "helm could not be built");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Runs a script of scripts/ that prints an archive's path, as a person would run it: cargo's
-/// variables for this test (CARGO_*, RUSTFLAGS…) would make an inner release build differ from a
-/// manual one, and rebuild it.
-pub fn image_archive(script: &str) -> PathBuf {
-    let mut command = Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scripts")
-            .join(script),
-    );
-    command.env_clear();
-    for (key, value) in std::env::vars_os() {
-        let keep = [
-            "PATH",
-            "HOME",
-            "CARGO_HOME",
-            "RUSTUP_HOME",
-            "XDG_CACHE_HOME",
-            "TMPDIR",
-            "GOPATH",
-            "GOMODCACHE",
-            "GOPROXY",
-        ];
-        if keep.iter().any(|k| key == *k) {
-            command.env(key, value);
-        }
-    }
-    let out = command
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("could not run scripts/{script}: {e}"));
-    assert!(out.status.success(), "scripts/{script} failed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

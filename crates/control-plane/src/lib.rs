@@ -10,8 +10,10 @@
 //! removed on [`ControlPlane::stop`] or drop. There is no kube-controller-manager: no garbage
 //! collection of owned objects and no namespace deletion, so tests isolate themselves by namespace.
 
+mod binaries;
 mod kubeconfig;
 mod node;
+mod node_access;
 mod pki;
 mod supervisor;
 
@@ -26,7 +28,10 @@ use kube::{Api, Client};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use binaries::k8s_bin_dir;
+use binaries::script_output;
 pub use node::{NODE_NAME, OneNodeCluster, shared as shared_cluster};
+pub use pki::{ServingIdentity, serving_identity};
 pub use supervisor::ProcessState;
 use supervisor::{ProcessSpec, Supervisor};
 
@@ -98,17 +103,6 @@ impl Listen {
     };
 }
 
-/// The node components the plane issues credentials for: kubeconfig file stem, user, group.
-const NODE_COMPONENTS: [(&str, &str, Option<&str>); 3] = [
-    ("kube-proxy", "system:kube-proxy", None),
-    ("kube-scheduler", "system:kube-scheduler", None),
-    (
-        "kube-controller-manager",
-        "system:kube-controller-manager",
-        None,
-    ),
-];
-
 /// A running etcd + kube-apiserver pair with admin credentials.
 pub struct ControlPlane {
     supervisor: Mutex<Option<Supervisor>>,
@@ -174,43 +168,10 @@ impl ControlPlane {
         let server_url = format!("https://{address}:{api_port}");
 
         let mut tokens = format!("{},admin,admin-uid,\"system:masters\"\n", pki.admin_token);
-        let mut node_flags = Vec::new();
-        if let Some(node) = &listen.node {
-            let kubelet_user = format!("system:node:{node}");
-            let components = NODE_COMPONENTS.iter().copied().chain([(
-                "kubelet",
-                kubelet_user.as_str(),
-                Some("system:nodes"),
-            )]);
-            for (stem, user, group) in components {
-                let token = pki::component_token()?;
-                let groups = group.map(|g| format!(",\"{g}\"")).unwrap_or_default();
-                tokens.push_str(&format!("{token},{user},{user}{groups}\n"));
-                kubeconfig::write(
-                    &root.join(format!("{stem}.kubeconfig")),
-                    &server_url,
-                    &pki.ca_pem,
-                    &token,
-                )?;
-            }
-            let serving = pki.issue(&kubelet_user, Some("system:nodes"), &[address.into()])?;
-            write("kubelet.crt", &serving.cert_pem)?;
-            write("kubelet.key", &serving.key_pem)?;
-            let client = pki.issue("kube-apiserver-kubelet-client", Some("system:masters"), &[])?;
-            let client_cert = write("kubelet-client.crt", &client.cert_pem)?;
-            let client_key = write("kubelet-client.key", &client.key_pem)?;
-            node_flags = vec![
-                "--authorization-mode=Node,RBAC".to_string(),
-                "--enable-admission-plugins=NodeRestriction".into(),
-                format!("--kubelet-client-certificate={}", client_cert.display()),
-                format!("--kubelet-client-key={}", client_key.display()),
-                format!(
-                    "--kubelet-certificate-authority={}",
-                    root.join("ca.crt").display()
-                ),
-                "--kubelet-preferred-address-types=InternalIP".into(),
-            ];
-        }
+        let node_flags = match &listen.node {
+            Some(node) => node_access::issue(&root, &pki, &server_url, address, node, &mut tokens)?,
+            None => Vec::new(),
+        };
         let tokens = write("tokens.csv", &tokens)?;
         let plane = Self {
             supervisor: Mutex::new(Some(
@@ -470,56 +431,26 @@ pub async fn shared() -> Result<&'static ControlPlane, String> {
             plane.stop();
         }
     }
-    let started = SHARED
+    start_shared(&SHARED, ControlPlane::start(), stop_shared).await
+}
+
+/// Starts what `cell` holds once, and registers `stop` to run at process exit.
+async fn start_shared<T, E: std::fmt::Display>(
+    cell: &'static tokio::sync::OnceCell<Result<T, String>>,
+    start: impl std::future::Future<Output = Result<T, E>>,
+    stop: extern "C" fn(),
+) -> Result<&'static T, String> {
+    let started = cell
         .get_or_init(|| async {
-            let plane = ControlPlane::start().await.map_err(|e| e.to_string())?;
+            let value = start.await.map_err(|e| e.to_string())?;
             // SAFETY: registers a plain function without captured state.
-            if unsafe { libc::atexit(stop_shared) } != 0 {
-                return Err("could not register the control plane's exit hook".to_string());
+            if unsafe { libc::atexit(stop) } != 0 {
+                return Err("could not register the exit hook".to_string());
             }
-            Ok(plane)
+            Ok(value)
         })
         .await;
     started.as_ref().map_err(Clone::clone)
-}
-
-/// Directory holding kube-apiserver and kubectl: `$LINEWORKS_K8S_BIN_DIR`, or built (once,
-/// cached) by the repository's script, whose progress goes to this process's stderr.
-pub async fn k8s_bin_dir() -> Result<PathBuf, ControlPlaneError> {
-    if let Some(path) = std::env::var_os(K8S_BIN_DIR_ENV) {
-        return Ok(PathBuf::from(path));
-    }
-    script_output("k8s-binaries.sh", &[]).await
-}
-
-/// Runs a script of the repository's scripts/ and returns the last line it printed (a path);
-/// its progress goes to this process's stderr.
-async fn script_output(name: &str, args: &[&str]) -> Result<PathBuf, ControlPlaneError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts")
-        .join(name);
-    let build_err = |detail: String| ControlPlaneError::Build {
-        script: script.display().to_string(),
-        detail,
-    };
-    let output = tokio::process::Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .map_err(|e| build_err(e.to_string()))?;
-    if !output.status.success() {
-        return Err(build_err(format!("it exited with {}", output.status)));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .last()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| build_err("it printed no path".into()))
 }
 
 /// Distinct free loopback ports, chosen by the kernel.

@@ -122,3 +122,46 @@ fn random_token() -> Result<String, rcgen::Error> {
     }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// A serving certificate, its key and the CA that signed it (PEM), for a TLS server the tests or
+/// the demo run inside the cluster (the LINE WORKS emulator).
+pub struct ServingIdentity {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ServingIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServingIdentity")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A new CA and a serving certificate from it for `ips` and `dns_names`.
+pub fn serving_identity(
+    ips: &[IpAddr],
+    dns_names: &[String],
+) -> Result<ServingIdentity, rcgen::Error> {
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "lineworks-operator test server CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let mut params = CertificateParams::new(dns_names.to_vec())?;
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    Ok(ServingIdentity {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}

@@ -112,10 +112,5 @@ mod tests {
         let err = ExtraRoots::from_pem(b"not a certificate\n", "/x/ca.crt").unwrap_err();
         assert!(err.to_string().contains("/x/ca.crt"), "{err}");
         assert!(matches!(err, TrustError::Empty { .. }), "{err:?}");
-        let err = ExtraRoots::from_pem(
-            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-            "/x/ca.crt",
-        );
-        assert!(err.is_err(), "a malformed certificate is refused");
     }
 }

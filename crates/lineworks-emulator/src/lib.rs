@@ -11,6 +11,7 @@
 mod api;
 mod oauth;
 mod state;
+mod tls;
 mod world;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 pub use state::{Delivered, Fault};
+pub use tls::TlsIdentity;
 pub use world::{AppDef, BotDef, ChannelDef, DomainDef, UserDef, World};
 
 use state::Shared;
@@ -210,35 +212,6 @@ pub struct Emulator {
     scheme: &'static str,
 }
 
-/// A serving certificate chain and its private key, PEM.
-pub struct TlsIdentity {
-    pub cert_chain_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-impl TlsIdentity {
-    fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let invalid = |what: &str, e: &dyn std::fmt::Display| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {e}"))
-        };
-        let chain = CertificateDer::pem_slice_iter(&self.cert_chain_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("TLS certificate", &e))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
-            .map_err(|e| invalid("TLS private key", &e))?;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid("TLS versions", &e))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| invalid("TLS certificate and key", &e))?;
-        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
-    }
-}
-
 impl Emulator {
     /// Serves `world` on `listen` (e.g. `127.0.0.1:0` for a free port), over plain HTTP.
     pub async fn start(world: World, listen: &str) -> std::io::Result<Self> {
@@ -252,7 +225,7 @@ impl Emulator {
         listen: &str,
         tls: Option<&TlsIdentity>,
     ) -> std::io::Result<Self> {
-        let acceptor = tls.map(TlsIdentity::acceptor).transpose()?;
+        let acceptor = tls.map(tls::TlsIdentity::acceptor).transpose()?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;

@@ -15,6 +15,8 @@ use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use crate::endpoints::AllowedHosts;
 use lineworks_control_plane::{ControlPlane, ControlPlaneError};
+
+pub mod cluster;
 use lineworks_emulator::{AppDef, BotDef, ChannelDef, DomainDef, Emulator, UserDef, World};
 
 /// Namespace the demo's objects go to.
@@ -101,8 +103,9 @@ fn world() -> Result<World, DemoError> {
     })
 }
 
-/// The example manifests, pointed at the emulator with the demo app's credentials.
-fn example_objects(emulator: &Emulator) -> Result<(Value, Value), DemoError> {
+/// The example manifests, pointed at the emulator (its API and OAuth base URLs) with the demo
+/// app's credentials.
+fn example_objects(api_base_url: &str, auth_base_url: &str) -> Result<(Value, Value), DemoError> {
     let text = repo_file("examples/notifier-service-account.yaml")?;
     let mut secret = None;
     let mut notifier = None;
@@ -126,8 +129,8 @@ fn example_objects(emulator: &Emulator) -> Result<(Value, Value), DemoError> {
         "serviceAccountId": SERVICE_ACCOUNT,
         "privateKey": repo_file("tests/fixtures/service-account.key")?,
     });
-    notifier["spec"]["apiBaseURL"] = json!(emulator.api_base_url());
-    notifier["spec"]["authBaseURL"] = json!(emulator.auth_base_url());
+    notifier["spec"]["apiBaseURL"] = json!(api_base_url);
+    notifier["spec"]["authBaseURL"] = json!(auth_base_url);
     Ok((secret, notifier))
 }
 
@@ -191,7 +194,7 @@ pub async fn run(wait: bool) -> Result<(), DemoError> {
     ));
     step("controller running (namespace demo)");
 
-    let (secret, notifier) = example_objects(&emulator)?;
+    let (secret, notifier) = example_objects(&emulator.api_base_url(), &emulator.auth_base_url())?;
     let apply = PatchParams::apply("lineworks-operator-demo").force();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), NAMESPACE);
@@ -341,6 +344,7 @@ fn step(text: &str) {
     eprintln!("==> {text}");
 }
 
+/// Runs `kubectl ARGS` against `plane`, its output going to the terminal.
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<(), DemoError> {
     let status = plane
         .kubectl()
