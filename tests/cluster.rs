@@ -147,6 +147,17 @@ impl Lab {
         ns
     }
 
+    /// The caller token of `front-desk` in `ns`, from the Secret the controller generated.
+    async fn caller_token(&self, ns: &str) -> String {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), ns);
+        let caller = secrets
+            .get("front-desk-relay-caller")
+            .await
+            .expect("caller Secret");
+        support::oauth::secret_value(&caller, "token")
+    }
+
     /// Messages the emulator accepted, read through its Service over HTTPS.
     async fn delivered(&self) -> Vec<Value> {
         let url = format!("https://{EMULATOR_IP}/admin/messages");
@@ -689,15 +700,9 @@ async fn an_upgrade_under_traffic_loses_and_repeats_nothing(
     tenant: &str,
 ) -> (usize, usize, usize) {
     let url = relay_url(lab, tenant).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(lab.client.clone(), tenant);
-    let caller = secrets
-        .get("front-desk-relay-caller")
-        .await
-        .expect("caller Secret");
-    let token = support::oauth::secret_value(&caller, "token");
+    let token = lab.caller_token(tenant).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sender = tokio::spawn(send_visitors(url, token, stopped));
+    let sender = tokio::spawn(send_visitors(url, token.clone(), stopped));
     // The upgrade sets an egress proxy (which rolls every pod): LINE WORKS calls then go through it.
     let proxy = ConnectProxy::start(lab.cluster.node_ip()).await;
     let proxy_addr = proxy.addr;
@@ -763,7 +768,7 @@ async fn an_upgrade_under_traffic_loses_and_repeats_nothing(
     // After the rollout the relay's LINE WORKS calls go through the proxy.
     let answer = reqwest::Client::new()
         .post(relay_url(lab, tenant).await)
-        .bearer_auth(support::oauth::secret_value(&caller, "token"))
+        .bearer_auth(&token)
         .json(&json!({"visitor": {"name": "Through The Proxy"}}))
         .send()
         .await
@@ -975,13 +980,7 @@ async fn restarts_change_nothing(lab: &Lab, tenant: &str) {
     ]);
     wait_condition(lab, tenant, "front-desk", "Ready", "True").await;
     let url = relay_url(lab, tenant).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(lab.client.clone(), tenant);
-    let caller = secrets
-        .get("front-desk-relay-caller")
-        .await
-        .expect("caller Secret");
-    let token = support::oauth::secret_value(&caller, "token");
+    let token = lab.caller_token(tenant).await;
     let answer = reqwest::Client::new()
         .post(&url)
         .bearer_auth(token)

@@ -76,6 +76,14 @@ pub enum ControlPlaneError {
     },
 }
 
+/// Takes what a mutex holds, also from a poisoned one (stopping must work after a panic).
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    match slot.lock() {
+        Ok(mut guard) => guard.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    }
+}
+
 fn io_err(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
     let action = action.into();
     move |source| ControlPlaneError::Io { action, source }
@@ -401,16 +409,8 @@ impl ControlPlane {
 
     /// Stops kube-apiserver, then etcd, and removes the temporary directory. Idempotent.
     pub fn stop(&self) {
-        let supervisor = match self.supervisor.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        drop(supervisor);
-        let dir = match self.dir.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        drop(dir);
+        drop(take(&self.supervisor));
+        drop(take(&self.dir));
     }
 }
 

@@ -25,7 +25,7 @@ use kube::Api;
 use tempfile::TempDir;
 
 use super::supervisor::{ProcessSpec, Supervisor};
-use super::{ControlPlane, ControlPlaneError, Listen, io_err, log_tail};
+use super::{ControlPlane, ControlPlaneError, Listen, io_err, log_tail, take};
 use config::{cni_config, containerd_config, kube_proxy_config, kubelet_config};
 use host::{
     Janitor, RUN_DIR, append_state, machine_lock, preflight, prepare_network, run_janitor_now,
@@ -374,23 +374,11 @@ impl NodeProcesses {
     }
 
     fn stop(&self) {
-        let supervisor = match self.supervisor.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        drop(supervisor);
-        let janitor = match self.janitor.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(janitor) = janitor {
+        drop(take(&self.supervisor));
+        if let Some(janitor) = take(&self.janitor) {
             janitor.finish();
         }
-        let dir = match self.dir.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        drop(dir);
+        drop(take(&self.dir));
     }
 }
 
