@@ -6,7 +6,7 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
+.PHONY: demo test test-lane-node test-lane-long test-lane-rest test-go-kube test-go-helm test-go-node test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -15,20 +15,55 @@ demo: k8s-binaries
 ## test: formatting, lints, and every test against a real control plane and a real one-node
 ## cluster (README's second command). Clippy lints the very build the tests run (clippy-driver as
 ## cargo's workspace wrapper, exactly what `cargo clippy` does, plus code generation), so the
-## workspace is compiled once instead of checked and then built; the first-time tool builds
-## (kube-apiserver, the node components, helm, the operator image) run beside it.
+## workspace is compiled once instead of checked and then built. The first-time tool builds run
+## beside it, and the tests run in three lanes as soon as what each lane needs is built: the
+## one-node cluster tests (node binaries and the operator image), the longest test binaries, and
+## the rest. Each lane's output is kept in target/test-lanes/<lane>.log and printed when it ends.
 test: browser-deps node-deps
 	$(CARGO) fmt --all --check
-	$(MAKE) --no-print-directory -j5 test-build k8s-binaries node-binaries helm image-archive
-	LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)" \
-		LINEWORKS_NODE_BIN_DIR="$$(scripts/k8s-binaries.sh node)" \
-		LINEWORKS_HELM="$$(scripts/helm-binary.sh)" \
-		$(LINTED) $(CARGO) test --workspace --all-targets --locked --no-fail-fast
+	@rm -rf target/test-lanes
+	$(MAKE) --no-print-directory -k -j6 test-lane-node test-lane-long test-lane-rest
 
 # clippy-driver as the workspace's compiler wrapper with `-D warnings` (cargo clippy passes its
 # arguments the same way, in CLIPPY_ARGS); dependencies are compiled by plain rustc.
 LINTED = RUSTC_WORKSPACE_WRAPPER="$$(rustc --print sysroot)/bin/clippy-driver" \
 	CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+
+# Test binaries by lane: the one-node cluster's (they wait for the node binaries and the image),
+# the longest ones (rotation_kill kills the controller 200 times), and every other target.
+NODE_TESTS := cluster image node_lifecycle
+LONG_TESTS := rotation_kill relay_contract
+REST_TESTS := $(filter-out $(NODE_TESTS) $(LONG_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
+
+test-lane-node: test-build test-go-node image-archive
+	@$(call test_lane,node,$(K8S_ENV) $(HELM_ENV) $(NODE_ENV),$(addprefix --test ,$(NODE_TESTS)))
+test-lane-long: test-build test-go-kube
+	@$(call test_lane,long,$(K8S_ENV),$(addprefix --test ,$(LONG_TESTS)))
+test-lane-rest: test-build test-go-helm
+	@$(call test_lane,rest,$(K8S_ENV) $(HELM_ENV),--lib --bins --benches $(addprefix --test ,$(REST_TESTS)))
+
+# The tools' paths, each only in the lanes that waited for it (asking earlier would build it).
+K8S_ENV = LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)"
+HELM_ENV = LINEWORKS_HELM="$$(scripts/helm-binary.sh)"
+NODE_ENV = LINEWORKS_NODE_BIN_DIR="$$(scripts/k8s-binaries.sh node)"
+
+# $(call test_lane,NAME,ENV,TARGETS): the linted build's test binaries (already built: nothing
+# recompiles) run with ENV; the log is printed whole when the lane ends.
+define test_lane
+mkdir -p target/test-lanes; log=target/test-lanes/$(1).log; \
+echo "make test: lane $(1) running (tail -f $$log)"; \
+$(2) $(LINTED) $(CARGO) test --workspace --locked --no-fail-fast $(3) >"$$log" 2>&1; \
+status=$$?; echo "== make test: lane $(1)"; cat "$$log"; exit $$status
+endef
+
+# The Go tools one after another, in the order the lanes need them: each go build uses every core,
+# and each later one reuses the packages the earlier ones compiled (one shared Go build cache).
+test-go-kube:
+	@scripts/k8s-binaries.sh >/dev/null
+test-go-helm: test-go-kube
+	@scripts/helm-binary.sh >/dev/null
+test-go-node: test-go-helm
+	@scripts/k8s-binaries.sh node >/dev/null
 
 # The linted test build alone; fails on any warning it prints, so a change in how clippy reads
 # its arguments cannot quietly turn the lints into warnings.

@@ -4,9 +4,11 @@
 #   scripts/k8s-binaries.sh        tools/kube: kube-apiserver and kubectl (the control plane)
 #   scripts/k8s-binaries.sh node   tools/node: kubelet, kube-proxy, kube-scheduler,
 #                                  kube-controller-manager (the one-node cluster)
-# Both modules must pin the same Kubernetes version; they share one Go build cache (most packages
-# are common) under ${XDG_CACHE_HOME:-$HOME/.cache}/lineworks-operator/k8s-<version>/, so a second
-# run costs nothing. Progress goes to stderr; stdout is only the directory.
+# Both modules must pin the same Kubernetes version. Binaries are cached under
+# ${XDG_CACHE_HOME:-$HOME/.cache}/lineworks-operator/k8s-<version>/, so a second run costs nothing;
+# every Go tool (these and helm) shares one Go build cache, lineworks-operator/gocache, where
+# packages common to them compile once, and builds one at a time (each go build uses every core).
+# Progress goes to stderr; stdout is only the directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 set_name=${1:-kube}
@@ -38,16 +40,17 @@ built() {
 }
 if built; then echo "$bin"; exit 0; fi
 command -v go >/dev/null || { echo "k8s-binaries.sh: Go is required to build ${tools[*]}" >&2; exit 1; }
-mkdir -p "$bin" "$cache/gocache"
-# One build at a time, even when several test binaries ask at once.
-exec 9>"$cache/.lock"
+gocache="${XDG_CACHE_HOME:-$HOME/.cache}/lineworks-operator/gocache"
+mkdir -p "$bin" "$gocache"
+# One Go build at a time, even when several test binaries or make jobs ask at once.
+exec 9>"$gocache.lock"
 flock 9
 if built; then echo "$bin"; exit 0; fi
 ld="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ld="$ld -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 done
-export CGO_ENABLED=0 GOWORK=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOCACHE="$cache/gocache"
+export CGO_ENABLED=0 GOWORK=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOCACHE="$gocache"
 cd "$mod"
 start=$(date +%s)
 echo "k8s-binaries.sh: downloading Go modules for Kubernetes $version ($set_name)" >&2

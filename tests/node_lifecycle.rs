@@ -98,13 +98,17 @@ fn snapshot() -> BTreeSet<String> {
     seen
 }
 
-/// Paths under `dir`, `depth` levels deep, skipping this test's own temporary files.
+/// Paths under `dir`, `depth` levels deep, skipping this test's own temporary files and the
+/// control planes of tests running beside it (`make test` runs test binaries in parallel lanes);
+/// the child's own control-plane directory is checked by name instead.
 fn walk(dir: &Path, depth: usize) -> std::io::Result<Vec<String>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)?.flatten() {
         let path = entry.path();
         let name = path.display().to_string();
-        if name.starts_with("/tmp/") && !name.contains("lineworks") {
+        if name.starts_with("/tmp/")
+            && (!name.contains("lineworks") || name.starts_with("/tmp/lineworks-control-plane-"))
+        {
             continue;
         }
         out.push(name);
@@ -172,7 +176,12 @@ async fn child_with_a_pod_running() {
         "{}",
         String::from_utf8_lossy(&ready.stderr)
     );
-    std::fs::write(&report, cluster.dir().display().to_string()).expect("report");
+    let dirs = format!(
+        "{}\n{}",
+        cluster.dir().display(),
+        cluster.plane().dir().display()
+    );
+    std::fs::write(&report, dirs).expect("report");
     std::thread::sleep(Duration::from_secs(600));
 }
 
@@ -203,7 +212,7 @@ fn a_killed_cluster_process_leaves_the_machine_as_it_found_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let node_dir = std::fs::read_to_string(&report).expect("report");
+    let dirs = std::fs::read_to_string(&report).expect("report");
     let during = snapshot();
     assert!(
         during.iter().any(|l| l.starts_with("link: lwnode0")),
@@ -227,5 +236,7 @@ fn a_killed_cluster_process_leaves_the_machine_as_it_found_it() {
     let taken: Vec<_> = before.difference(&after).collect();
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert!(taken.is_empty(), "changed: {taken:#?}");
-    assert!(!Path::new(node_dir.trim()).exists());
+    for dir in dirs.lines() {
+        assert!(!Path::new(dir).exists(), "{dir} left behind");
+    }
 }
