@@ -116,9 +116,9 @@ image-archive:
 openapi:
 	$(CARGO) run --quiet -- relay-openapi > docs/relay-openapi.json
 
-## docs: regenerate the reference pages (CRD fields, relay API, metrics) from the code
+## docs: regenerate the reference pages (CRD fields, relay API, metrics, the chart's README)
 docs: openapi
-	$(CARGO) run --quiet -- gen-docs docs
+	$(CARGO) run --quiet -- gen-docs .
 
 ## crds: regenerate the committed CRD from the Rust types
 crds:

@@ -31,11 +31,12 @@ enum Command {
     Relay(RelayArgs),
     /// Print the relay's OpenAPI document.
     RelayOpenapi,
-    /// Write the generated reference pages (CRD, relay API, metrics) into a directory.
+    /// Write the generated reference pages (CRD, relay API, metrics, the chart's README) under
+    /// the repository's root.
     #[command(hide = true)]
     GenDocs {
-        #[arg(default_value = "docs")]
-        dir: std::path::PathBuf,
+        #[arg(default_value = ".")]
+        root: std::path::PathBuf,
     },
     /// Serve the LINE WORKS API emulator (tests, demo, local development).
     Emulator {
@@ -76,6 +77,15 @@ enum Command {
     Status {
         #[command(flatten)]
         target: TargetArgs,
+    },
+    /// Check a notifier again now (after a fix in LINE WORKS) and print its conditions; exits
+    /// non-zero unless Ready.
+    Recheck {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How long to wait for the controller, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
     },
     /// Send a test notification (the console's テスト通知 button) and print the result per target.
     TestNotify {
@@ -302,6 +312,20 @@ async fn main() -> ExitCode {
         }
         .await
         .map_err(Into::into),
+        Command::Recheck {
+            target,
+            timeout_secs,
+        } => async {
+            let (client, at) = target.resolve().await?;
+            lineworks_operator::cli::recheck(
+                client,
+                &at,
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
+        .await
+        .map_err(Into::into),
         Command::TestNotify {
             target,
             timeout_secs,
@@ -316,9 +340,9 @@ async fn main() -> ExitCode {
         }
         .await
         .map_err(Into::into),
-        Command::GenDocs { dir } => (|| -> Result<(), Box<dyn std::error::Error>> {
-            for (name, text) in lineworks_operator::reference::pages()? {
-                std::fs::write(dir.join(name), text)?;
+        Command::GenDocs { root } => (|| -> Result<(), Box<dyn std::error::Error>> {
+            for (path, text) in lineworks_operator::reference::pages()? {
+                std::fs::write(root.join(path), text)?;
             }
             Ok(())
         })(),

@@ -1,4 +1,4 @@
-//! The terminal helpers (`authorize`, `status`, `test-notify`) as a person runs them: the
+//! The terminal helpers (`authorize`, `status`, `test-notify`, `recheck`) as a person runs them: the
 //! binary, a kubeconfig, a real control plane, a controller and the emulator.
 
 mod support;
@@ -144,6 +144,52 @@ async fn authorize_prints_the_controllers_link_and_waits_for_it() {
     assert!(ok, "{out}");
     assert!(out.contains("✓ Authorized"), "{out}");
     a.stop().await;
+}
+
+/// The bot is removed from the domain in the admin screen while the notifier is Ready: a pass is
+/// trusted until the next token renewal (about daily), so only `recheck` notices at once. Once the
+/// bot is added back, the notifier recovers by itself (it is re-checked with backoff while not
+/// Ready) and `recheck` says Ready. Each run waits until the controller acted on its own request.
+#[tokio::test]
+async fn recheck_runs_the_bot_checks_at_once() {
+    let env = Env::new("cli-recheck", support::lineworks::world()).await;
+    let _controller = env.start_controller(None);
+    env.apply_ready_notifier("front", serde_json::json!({}))
+        .await;
+    let bot_reads = env.emu.requests("get_bot");
+    let (ok, text, err) = run(&env, &["recheck", "front", "-n", &env.ns]).await;
+    assert!(ok, "{text}{err}");
+    assert!(text.contains("✓ Ready"), "{text}");
+    assert!(
+        env.emu.requests("get_bot") > bot_reads,
+        "a recheck asks LINE WORKS again"
+    );
+
+    let mut removed = Vec::new();
+    env.emu.update_world(|world| {
+        for bot in &mut world.bots {
+            removed.append(&mut bot.domains);
+        }
+    });
+    assert!(!removed.is_empty(), "the bot was in a domain");
+    let (ok, text, _) = run(&env, &["recheck", "front", "-n", &env.ns]).await;
+    assert!(!ok, "the bot is not in the domain: {text}");
+    assert!(text.contains("BotNotInDomain"), "{text}");
+
+    env.emu.update_world(|world| {
+        for bot in &mut world.bots {
+            bot.domains.extend(removed.iter().cloned());
+        }
+    });
+    env.wait_condition(
+        "front",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    let (ok, text, err) = run(&env, &["recheck", "front", "-n", &env.ns]).await;
+    assert!(ok, "{text}{err}");
 }
 
 #[tokio::test]

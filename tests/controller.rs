@@ -112,16 +112,20 @@ async fn a_correct_notifier_becomes_ready_and_then_costs_line_works_nothing() {
             .all(|e| !e.message.as_deref().unwrap_or_default().contains(&access))
     );
 
-    // Steady state: resyncs (here: requested reconciles) make no LINE WORKS call.
+    // Steady state: resyncs make no LINE WORKS call. Here a resync is a metadata change on the
+    // credentials Secret, which wakes the controller without changing anything it checks (a new
+    // reconcile-requested-at value would ask for a re-check, which does call LINE WORKS).
     let calls = env.emu.total_requests();
     for i in 0..5 {
         // One resync at a time, each waited for (the controller coalesces queued ones).
         let before = controller.metrics.reconciles_ok();
-        env.notifiers()
+        env.secrets()
             .patch(
-                "reception",
+                "app",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": i.to_string()}}})),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"example.com/touched": i.to_string()}}}),
+                ),
             )
             .await
             .expect("annotate");

@@ -309,14 +309,24 @@ async fn examples_apply_and_kubectl_shows_columns_and_field_docs() {
     let api: Api<LineWorksNotifier> = Api::namespaced(client, &ns);
     let status = LineWorksNotifierStatus {
         observed_generation: Some(1),
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: "BotNotInRoom".into(),
-            message: "invite the bot to the talk room".into(),
-            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-            observed_generation: Some(1),
-        }],
+        conditions: vec![
+            Condition {
+                type_: "BotInService".into(),
+                status: "False".into(),
+                reason: "BotNotInRoom".into(),
+                message: "invite the bot to the talk room".into(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: Some(1),
+            },
+            Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "BotNotInService".into(),
+                message: "invite the bot to the talk room".into(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: Some(1),
+            },
+        ],
         ..Default::default()
     };
     api.patch_status(
@@ -340,6 +350,7 @@ async fn examples_apply_and_kubectl_shows_columns_and_field_docs() {
         "AUTHORIZED",
         "INSERVICE",
         "READY",
+        "REASON",
         "AGE",
     ] {
         assert!(header.contains(column), "column {column} in: {table}");
@@ -360,6 +371,10 @@ async fn examples_apply_and_kubectl_shows_columns_and_field_docs() {
     assert!(
         reception.contains("False"),
         "Ready=False shown: {reception}"
+    );
+    assert!(
+        reception.contains("BotNotInRoom") && !reception.contains("BotNotInService"),
+        "the first False condition's reason, the specific one: {reception}"
     );
 
     let wide = kubectl_ok(plane, &["get", "lineworks", "-n", &ns, "-o", "wide"]);
@@ -429,4 +444,42 @@ async fn spec_changes_do_not_touch_status_and_status_changes_do_not_touch_spec()
         patched.status.and_then(|s| s.bot_name).as_deref(),
         Some("RECEPTIONIST")
     );
+}
+
+/// The notifier in each LINE WORKS setup guide is accepted as written (strict field validation:
+/// a misspelt field would be refused, not dropped).
+#[tokio::test]
+async fn the_setup_guides_notifiers_are_accepted() {
+    let plane = control_plane_with_crd().await;
+    let client = plane.client().await.expect("client");
+    let ns = plane
+        .create_namespace(&client, "guides")
+        .await
+        .expect("namespace");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for guide in ["docs/lineworks-setup.md", "docs/lineworks-setup.ja.md"] {
+        let text = std::fs::read_to_string(root.join(guide)).expect(guide);
+        let notifiers: Vec<&str> = text
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .filter(|block| block.contains("kind: LineWorksNotifier"))
+            .collect();
+        assert_eq!(notifiers.len(), 1, "{guide} has one notifier");
+        let yaml = notifiers[0].replace("namespace: reception", &format!("namespace: {ns}"));
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("notifier.yaml");
+        std::fs::write(&file, yaml).expect("write");
+        kubectl_ok(
+            plane,
+            &[
+                "apply",
+                "--server-side",
+                "--validate=strict",
+                "--dry-run=server",
+                "-f",
+                file.to_str().expect("utf-8 path"),
+            ],
+        );
+    }
 }

@@ -531,6 +531,56 @@ async fn short_lived_and_always_rejected_tokens_cost_bounded_calls_and_writes() 
     eprintln!("total LINE WORKS requests: {calls}");
 }
 
+/// A tenant rewrites the re-check annotation of their notifier as fast as the API server
+/// takes it: each new value wakes the controller, but the bot checks it asks for run at most once
+/// per renewal floor, so LINE WORKS sees a bounded number of calls; the last value is still
+/// acted on once the floor allows.
+#[tokio::test]
+async fn a_recheck_annotation_in_a_loop_costs_bounded_calls() {
+    const FLOOR: Duration = Duration::from_secs(2);
+    let env = Env::new("tenant-recheck", world()).await;
+    let _controller = env.start_controller_with(None, |o| o.settings.renewal_floor = FLOOR);
+    env.apply_ready_notifier("front", json!({})).await;
+    let before = env.emu.requests("get_bot");
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    for i in 0..100 {
+        last = format!("loop-{i}");
+        env.notifiers()
+            .patch(
+                "front",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                    contract::RECONCILE_REQUESTED_ANNOTATION: last
+                }}})),
+            )
+            .await
+            .expect("annotate");
+    }
+    let handled = support::wait_for("the last re-check handled", Duration::from_secs(30), || {
+        let (api, last) = (env.notifiers(), last.clone());
+        async move {
+            let n = api.get("front").await.map_err(|e| e.to_string())?;
+            let handled = n.status.and_then(|s| s.last_handled_reconcile_at);
+            if handled.as_deref() == Some(last.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("{handled:?}"))
+            }
+        }
+    });
+    handled.await;
+    let rounds = env.emu.requests("get_bot") - before;
+    // One round per floor over the whole run, plus one for the first and one for a boundary.
+    let bound = started.elapsed().as_secs() / FLOOR.as_secs() + 2;
+    eprintln!(
+        "100 annotation values in {:?}: {rounds} rounds of bot checks (bound {bound})",
+        started.elapsed()
+    );
+    assert!(rounds >= 1, "the re-check ran");
+    assert!(rounds <= bound, "{rounds} rounds of bot checks > {bound}");
+}
+
 /// Smaller items: a crafted callback URL cannot inject markup or invisible text into the page,
 /// and the page forbids sniffing, scripts, frames and forms.
 #[tokio::test]

@@ -104,10 +104,13 @@ pub mod token_rejected {
         }
     }
 }
-/// Annotation on a notifier that asks for a reconcile now (any new value, e.g. a timestamp), the
-/// way Flux's `reconcile.fluxcd.io/requestedAt` does. Other metadata changes do not wake the
-/// controller: it acts on the spec, this annotation, the relay's refresh request (an Event, see
-/// [`token_rejected`]) and deletion.
+/// Annotation on a notifier that asks for a re-check now (any new value, e.g. a timestamp), the
+/// way Flux's `reconcile.fluxcd.io/requestedAt` does: after a fix in LINE WORKS, instead of
+/// waiting out the backoff (up to 5 minutes) or the daily re-check. A value not yet in
+/// `status.lastHandledReconcileAt` re-runs the bot checks even if they passed (a pass is
+/// otherwise trusted until the next token renewal, about daily).
+/// Other metadata changes do not wake the controller: it acts on the spec, this annotation, the
+/// relay's refresh request (an Event, see [`token_rejected`]) and deletion.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "lineworks-operator.dev/reconcile-requested-at";
 /// Annotation `<holder> <unix millis>` on a token Secret while a refresh is in flight.
 pub const REFRESH_CLAIM_ANNOTATION: &str = "lineworks-operator.dev/refresh-in-flight";

@@ -39,6 +39,9 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: i32 = 60;
     printcolumn = r#"{"name":"Authorized","type":"string","jsonPath":".status.conditions[?(@.type==\"Authorized\")].status"}"#,
     printcolumn = r#"{"name":"InService","type":"string","jsonPath":".status.conditions[?(@.type==\"BotInService\")].status"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    // The first condition that is False, in status order (Authorized, BotInService,
+    // TestNotified, Ready): the specific cause, e.g. BotNotInRoom rather than BotNotInService.
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.status==\"False\")].reason"}"#,
     printcolumn = r#"{"name":"Delivering","type":"string","jsonPath":".status.delivering"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Status","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
@@ -467,6 +470,12 @@ pub struct LineWorksNotifierStatus {
     /// Result of the most recent test notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test_notification: Option<TestNotificationStatus>,
+
+    /// The value (its first 256 bytes) of the lineworks-operator.dev/reconcile-requested-at
+    /// annotation last acted on (`lineworks-operator recheck` sets it): a new value re-runs the
+    /// bot checks at once, at most once a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 
     /// What visitor notifications reach now: All, DirectMessagesOnly (the room is broken; the
     /// relay still sends DMs) or None. Ready can be False while DMs still go out: Ready says a

@@ -1,5 +1,5 @@
 //! Terminal helpers for people (also a kubectl plugin, `kubectl lineworks …`): `status`,
-//! `test-notify` and `authorize`. They use the caller's kubeconfig, like kubectl.
+//! `test-notify`, `recheck` and `authorize`. They use the caller's kubeconfig, like kubectl.
 
 pub mod authorize;
 
@@ -126,6 +126,40 @@ pub async fn status(client: kube::Client, at: &NotifierRef) -> Result<(), CliErr
     } else {
         Err(CliError::Failed(format!("{at} is not Ready")))
     }
+}
+
+/// `recheck <notifier>`: after fixing something in LINE WORKS, check again now instead of
+/// waiting out the backoff. Sets the reconcile-requested annotation to a new value, waits until
+/// the controller has acted on it, and reports like `status`.
+pub async fn recheck(
+    client: kube::Client,
+    at: &NotifierRef,
+    timeout: Duration,
+) -> Result<(), CliError> {
+    let api: Api<LineWorksNotifier> = Api::namespaced(client.clone(), &at.namespace);
+    if api.get_opt(&at.name).await?.is_none() {
+        return Err(CliError::NotFound(at.to_string()));
+    }
+    let requested = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    api.patch(
+        &at.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {
+            crate::api::contract::RECONCILE_REQUESTED_ANNOTATION: requested
+        }}})),
+    )
+    .await?;
+    println!("Checking {at} again…");
+    wait_until(&api, &at.name, timeout, |n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(requested.as_str())
+    })
+    .await?;
+    status(client, at).await
 }
 
 /// `test-notify <notifier>`: the console's テスト通知 button. Sets spec.testNotification.id to a

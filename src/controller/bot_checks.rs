@@ -9,8 +9,8 @@ use super::context::Context;
 use super::diagnosis::{self, in_service_message};
 use super::findings::Findings;
 use super::verdict::{Verdict, not_in_service, unauthorized};
-use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
+use crate::api::{AuthMode, LineWorksNotifier};
 
 /// What the bot checks depend on: the spec fields they read and the token they ran with (so
 /// they run again at each scheduled renewal, a natural periodic re-verification).
@@ -90,9 +90,18 @@ pub async fn check(
             ));
         }
         Err(e @ LineWorksError::Forbidden { .. }) => {
+            // The token in hand keeps its scopes: say how to get one with the app's new ones.
+            let then = match notifier.spec.auth.mode {
+                AuthMode::ServiceAccount => {
+                    "make sure spec.auth.scopes lists them (a change there gets a new token at once)"
+                }
+                AuthMode::UserAccount => {
+                    "authorize again (`lineworks-operator authorize NAME --listen ADDR`): a refreshed token keeps the scopes it was authorized with"
+                }
+            };
             findings.set(unauthorized(
                 Reason::ScopeMissing,
-                format!("the token may not read bots ({e}): in Developer Console > API 2.0 > (app) > OAuth Scopes check bot and bot.read, then change any field of the credentials Secret"),
+                format!("the token may not read bots ({e}): in Developer Console > API 2.0 > (app) > OAuth Scopes check bot and bot.read and save; then {then}"),
             ));
             return Ok(Verdict::new(
                 ConditionType::BotInService,

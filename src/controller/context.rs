@@ -80,6 +80,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Per notifier: the last attempt to replace an existing token (the renewal floor).
     renewal_attempts: Mutex<HashMap<String, SystemTime>>,
+    /// Per notifier: when a person's re-check last ran (at most one per renewal floor).
+    rechecks: Mutex<HashMap<String, SystemTime>>,
     /// The relay's requests for a new token (from Events).
     pub refresh_requests: super::refresh_requests::RefreshRequests,
 }
@@ -109,6 +111,7 @@ impl Context {
             verified: Mutex::default(),
             failures: Mutex::default(),
             renewal_attempts: Mutex::default(),
+            rechecks: Mutex::default(),
             refresh_requests: Default::default(),
         })
     }
@@ -194,6 +197,7 @@ impl Context {
         self.reset_backoff(key);
         self.set_verified(key, None);
         lock(&self.renewal_attempts).remove(key);
+        lock(&self.rechecks).remove(key);
         self.refresh_requests.forget(key);
     }
 
@@ -204,6 +208,24 @@ impl Context {
 
     pub fn renewal_attempted(&self, key: &str, at: SystemTime) {
         lock(&self.renewal_attempts).insert(key.to_string(), at);
+    }
+
+    /// Whether a person's re-check may run now (and records it): at most one per renewal floor
+    /// per notifier, so an annotation rewritten in a loop costs LINE WORKS one round of bot
+    /// checks per floor. `Err` is the wait until the next one may.
+    pub fn recheck_allowed(&self, key: &str, now: SystemTime) -> Result<(), Duration> {
+        let mut rechecks = lock(&self.rechecks);
+        let wait = rechecks
+            .get(key)
+            .and_then(|at| (*at + self.settings.renewal_floor).duration_since(now).ok())
+            .filter(|wait| !wait.is_zero());
+        match wait {
+            Some(wait) => Err(wait),
+            None => {
+                rechecks.insert(key.to_string(), now);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -138,7 +138,7 @@ pub async fn load(
                     return Ok(Err(unauthorized(
                         Reason::PrivateKeyInvalid,
                         format!(
-                            "key {} of Secret {}: {e}; download the key again from Developer Console > API 2.0 > (app) > Service Account and store the whole file",
+                            "key {} of Secret {}: {e}; store the whole key file, or (LINE WORKS offers no second download) issue a new key in Developer Console > API 2.0 > (app) > Service Account > Private Key (再発行) and store that",
                             reference.private_key_key, reference.name
                         ),
                     )));

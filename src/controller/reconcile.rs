@@ -20,6 +20,7 @@ use super::verdict::{Verdict, not_in_service};
 use super::{bot_checks, credentials, diagnosis, status, test_notification};
 use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionType, Reason};
+use crate::api::contract::RECONCILE_REQUESTED_ANNOTATION;
 use crate::api::deliverable::Deliverable;
 
 /// Failures that stop a reconcile before it can report in status (the API server itself).
@@ -116,6 +117,7 @@ async fn run(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, Reco
     let notifiers: Api<LineWorksNotifier> = Api::namespaced(ctx.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut findings = Findings::new(notifier);
+    let mut recheck_wait = None;
     findings.status.caller_token_secret_name = super::caller_token::ensure(&secrets, notifier, ctx)
         .await
         .map_err(kube_err("generating the caller token Secret"))?;
@@ -125,8 +127,26 @@ async fn run(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, Reco
             Reason::Suspended,
             "spec.suspend is true (このチャットアプリケーションを使用する is off): no checks, no token renewal, the relay refuses notifications; set suspend: false to resume",
         ));
+        // Nothing to check while suspended: the status above is the answer to a re-check.
+        if let Some(requested) = recheck_requested(notifier) {
+            findings.status.last_handled_reconcile_at = Some(requested.to_string());
+        }
     } else {
+        // A person asked for a re-check (after a fix, or a change, in LINE WORKS): forget the
+        // last pass so the bot checks run now.
+        let recheck = recheck_requested(notifier)
+            .map(|requested| (requested, ctx.recheck_allowed(&key, SystemTime::now())));
+        if let Some((_, Ok(()))) = recheck {
+            ctx.set_verified(&key, None);
+        }
         steps(notifier, ctx, &key, &notifiers, &secrets, &mut findings).await?;
+        match recheck {
+            Some((requested, Ok(()))) => {
+                findings.status.last_handled_reconcile_at = Some(requested.to_string());
+            }
+            Some((_, Err(wait))) => recheck_wait = Some(wait),
+            None => {}
+        }
     }
     for verdict in diagnosis::summarize(
         notifier,
@@ -141,12 +161,17 @@ async fn run(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, Reco
     // screen, talk room), which sends no event here. Changes to the notifier or its Secrets
     // trigger a reconcile at once anyway.
     let ready = findings.is_true(ConditionType::Ready);
-    if findings.transient || (!ready && !notifier.spec.suspend) {
-        return Ok(Action::requeue(ctx.backoff(&key)));
-    }
-    ctx.reset_backoff(&key);
-    Ok(match findings.requeue {
-        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+    let next = if findings.transient || (!ready && !notifier.spec.suspend) {
+        Some(ctx.backoff(&key))
+    } else {
+        ctx.reset_backoff(&key);
+        findings
+            .requeue
+            .map(|after| after.max(Duration::from_secs(1)))
+    };
+    // A re-check that had to wait for the floor runs when it has passed.
+    Ok(match next.into_iter().chain(recheck_wait).min() {
+        Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
 }
@@ -259,6 +284,23 @@ async fn steps(
     test_notification::run(notifier, notifiers, &lineworks, &authorized.token, findings).await
 }
 
+/// The re-check a person asked for and the controller has not acted on yet, if any: the
+/// annotation's value, of which the first 256 bytes (at a character boundary) count, so a tenant's
+/// 256 KiB annotation is not copied into status.
+fn recheck_requested(notifier: &LineWorksNotifier) -> Option<&str> {
+    let requested = notifier.annotations().get(RECONCILE_REQUESTED_ANNOTATION)?;
+    let mut end = requested.len().min(256);
+    while !requested.is_char_boundary(end) {
+        end -= 1;
+    }
+    let requested = &requested[..end];
+    let handled = notifier
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_reconcile_at.as_deref());
+    (handled != Some(requested)).then_some(requested)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +322,26 @@ mod tests {
         // The next reconcile runs normally.
         let fine = contain_panic(async { Ok(Action::await_change()) }).await;
         assert!(fine.is_ok());
+    }
+
+    #[test]
+    fn a_recheck_request_is_cut_to_256_bytes_at_a_character_boundary() {
+        let mut n = LineWorksNotifier::new(
+            "n",
+            serde_json::from_value(serde_json::json!({
+                "botId": 1, "domain": "d", "defaultUser": "u",
+                "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "s"}}
+            }))
+            .expect("spec"),
+        );
+        let long = "あ".repeat(200);
+        n.metadata.annotations = Some([(RECONCILE_REQUESTED_ANNOTATION.to_string(), long)].into());
+        let requested = recheck_requested(&n).expect("pending").to_string();
+        assert_eq!(requested, "あ".repeat(85));
+        n.status = Some(crate::api::LineWorksNotifierStatus {
+            last_handled_reconcile_at: Some(requested),
+            ..Default::default()
+        });
+        assert_eq!(recheck_requested(&n), None, "handled once recorded");
     }
 }

@@ -78,22 +78,50 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
             json!({"description": why, "content": {"application/json": {"schema": reference("NotificationResult")}}}),
         );
     }
-    responses.extend(problems(&[
-        ("400", "Malformed body or a field over its limit"),
-        ("401", "Missing or wrong bearer token (Deployment mode: the notifier's own caller token; an unknown notifier is answered the same way)"),
-        ("403", "The notifier's spec.relayPolicy does not allow this: caller-written text, or a host outside its domain"),
-        ("404", "Unknown notifier or route"),
-        ("409", "Idempotency key reused with a different body"),
-        ("413", "Body too large"),
-        ("415", "Not application/json"),
-        ("429", "Queue or the domain's rate budget full; retry after the Retry-After seconds"),
-        ("503", "Nothing can be sent: the notifier is suspended, not authorized, or its bot not in service"),
-    ]));
+    const UNAUTHORIZED: (&str, &str) = (
+        "401",
+        "Missing or wrong bearer token (Deployment mode: the notifier's own caller token; an unknown notifier is answered the same way)",
+    );
+    const BUSY: (&str, &str) = (
+        "429",
+        "Queue or the domain's rate budget full; retry after the Retry-After seconds",
+    );
+    const UNAVAILABLE: (&str, &str) = (
+        "503",
+        "Nothing can be sent: the notifier is suspended, not authorized, or its bot not in service",
+    );
+    if with_body {
+        responses.extend(problems(&[
+            ("400", "Malformed body or a field over its limit"),
+            UNAUTHORIZED,
+            ("403", "The notifier's spec.relayPolicy does not allow this: caller-written text, or a host outside its domain"),
+            ("404", "Unknown notifier or route"),
+            ("409", "Idempotency key reused with a different body"),
+            ("413", "Body too large"),
+            ("415", "Not application/json"),
+            BUSY,
+            UNAVAILABLE,
+        ]));
+    } else {
+        // The test notification reads no body: nothing to be malformed or too large; only the
+        // Idempotency-Key header can be wrong, or already used for a visitor notification.
+        responses.extend(problems(&[
+            ("400", "Malformed Idempotency-Key header"),
+            UNAUTHORIZED,
+            ("404", "Unknown notifier"),
+            (
+                "409",
+                "Idempotency key already used for a different request (a visitor notification)",
+            ),
+            BUSY,
+            UNAVAILABLE,
+        ]));
+    }
     let mut op = json!({"summary": summary, "responses": responses, "security": [{"bearer": []}]});
     if with_body {
         op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": reference("NotificationRequest")}}});
-        op["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}]);
     }
+    op["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}]);
     op
 }
 
