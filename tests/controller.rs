@@ -1194,3 +1194,85 @@ async fn a_token_endpoint_outage_during_renewal_keeps_the_current_token_in_use()
     assert!(!c.message.contains("failed"));
     controller.stop().await;
 }
+
+/// The per-notifier gauges an alert reads: Ready with the reason that decided it (one series per
+/// notifier, replaced when the reason changes), the tokens' expiry times, and nothing left of a
+/// deleted notifier.
+#[tokio::test]
+async fn per_notifier_gauges_follow_the_notifier() {
+    let env = Env::new("gauges", world()).await;
+    let controller = env.start_controller(None);
+    env.apply_ready_notifier("front", json!({})).await;
+    let ns = env.ns.clone();
+    let series = |text: &str, prefix: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!("namespace=\"{ns}\"")))
+            .map(str::to_string)
+            .collect()
+    };
+    let text = controller.metrics.encode();
+    let ready = series(&text, "lineworks_operator_notifier_ready{");
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    assert!(
+        ready[0].contains("reason=\"NotifierReady\"") && ready[0].ends_with(" 1"),
+        "{ready:?}"
+    );
+    let access = series(
+        &text,
+        "lineworks_operator_notifier_access_token_expiry_timestamp_seconds{",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expires: u64 = access
+        .first()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("an access token expiry: {access:?}"));
+    assert!(expires > now, "{expires} is in the future");
+    assert_eq!(
+        series(
+            &text,
+            "lineworks_operator_notifier_refresh_token_expiry_timestamp_seconds{"
+        )
+        .len(),
+        1
+    );
+
+    let mut wrong = good_credentials();
+    wrong["clientSecret"] = json!("not-the-secret");
+    env.apply_secret("app", wrong).await;
+    env.wait_condition(
+        "front",
+        ConditionType::Authorized,
+        ConditionStatus::False,
+        Reason::InvalidClientCredentials,
+    )
+    .await;
+    let text = controller.metrics.encode();
+    let ready = series(&text, "lineworks_operator_notifier_ready{");
+    assert_eq!(ready.len(), 1, "one series per notifier: {ready:?}");
+    assert!(
+        ready[0].contains("reason=\"InvalidClientCredentials\"") && ready[0].ends_with(" 0"),
+        "{ready:?}"
+    );
+
+    env.notifiers()
+        .delete("front", &Default::default())
+        .await
+        .expect("delete");
+    let m = controller.metrics.clone();
+    wait_for("the deleted notifier's series gone", WAIT, || {
+        let text = m.encode();
+        let left = series(&text, "lineworks_operator_notifier_");
+        async move {
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        }
+    })
+    .await;
+}

@@ -646,6 +646,42 @@ async fn rate_limits_and_server_errors_are_retried_and_a_deadline_reports_failur
         s.relay.metrics.finished("delivered") + s.relay.metrics.finished("partial"),
         2
     );
+
+    // Both targets down: the notification reaches no one, which its notifier's counter shows,
+    // while its last-delivery time still tells when one last got through.
+    s.env.emu.add_fault(Fault {
+        api: "send_channel_message".into(),
+        status: Some(503),
+        ..Default::default()
+    });
+    let (status, body) = s
+        .notify(json!({"visitor": visitor(), "host": "jinji"}))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (502, Some("failed")),
+        "{body}"
+    );
+    let text = s.relay.metrics.encode();
+    let labels = format!("{{namespace=\"{}\",name=\"front\"}}", s.env.ns);
+    let value = |metric: &str| -> f64 {
+        let prefix = format!("lineworks_relay_{metric}{labels} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in:\n{text}"))
+    };
+    assert_eq!(value("notifier_failed_notifications_total"), 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let last = value("notifier_last_delivery_timestamp_seconds");
+    assert!(
+        now - last < 60.0 && last <= now + 1.0,
+        "last delivery {last}, now {now}"
+    );
+    s.env.emu.clear_faults();
     s.stop().await;
 }
 

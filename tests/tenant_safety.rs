@@ -317,13 +317,7 @@ async fn the_relay_uses_only_a_token_secret_owned_by_its_notifier() {
     let before = env.emu.requests("send_user_message");
     let (status, body) = notify(&relay).await;
     assert_eq!(status, 502, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("NO_TOKEN"),
-        "{body}"
-    );
+    assert_eq!(body["targets"][0]["code"], "NO_TOKEN", "{body}");
     assert_eq!(
         env.emu.requests("send_user_message"),
         before,

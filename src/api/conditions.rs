@@ -44,6 +44,12 @@ named_enum! {
         TestNotified,
         /// Summary: the notifier can deliver visitor notifications.
         Ready,
+        /// For GitOps tools (kstatus): the operator is still working the notifier out. Present
+        /// only while True.
+        Reconciling,
+        /// For GitOps tools (kstatus): a person must act; the reason and message say what.
+        /// Present only while True.
+        Stalled,
     }
 }
 
@@ -130,7 +136,7 @@ mod tests {
     #[test]
     fn wire_strings_are_the_variant_names() {
         assert_eq!(Reason::BotNotInDomain.to_string(), "BotNotInDomain");
-        assert_eq!(ConditionType::ALL.len(), 4);
+        assert_eq!(ConditionType::ALL.len(), 6);
         assert_eq!(ConditionType::Ready.as_str(), "Ready");
         assert_eq!(Reason::parse("BotNotInRoom"), Some(Reason::BotNotInRoom));
         assert_eq!(Reason::parse("botNotInRoom"), None);

@@ -82,12 +82,17 @@ pub async fn wait_until(
 
 /// Prints each condition with its reason and message (the message is the fix).
 pub fn print_conditions(n: &LineWorksNotifier) {
-    let Some(status) = &n.status else {
+    let Some(status) = n.status.as_ref().filter(|s| !s.conditions.is_empty()) else {
         println!("no status yet: is the controller running?");
         return;
     };
     for c in &status.conditions {
+        // Reconciling and Stalled are True when something is not well.
+        let alarm = [ConditionType::Reconciling, ConditionType::Stalled]
+            .iter()
+            .any(|t| c.type_ == t.as_str());
         let mark = match c.condition_status() {
+            ConditionStatus::True if alarm => "!",
             ConditionStatus::True => "✓",
             ConditionStatus::False => "✗",
             ConditionStatus::Unknown => "…",

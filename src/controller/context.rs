@@ -199,6 +199,9 @@ impl Context {
         lock(&self.renewal_attempts).remove(key);
         lock(&self.rechecks).remove(key);
         self.refresh_requests.forget(key);
+        if let Some((namespace, name)) = key.split_once('/') {
+            self.metrics.notifiers.forget(namespace, name);
+        }
     }
 
     /// When this process last tried to replace the notifier's existing token.

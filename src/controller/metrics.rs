@@ -101,6 +101,8 @@ pub struct Metrics {
     pub kube_writes: Family<ObjectLabel, Counter>,
     /// Refusals of the HTTP server itself (connection cap, request timeout).
     pub serve: crate::http_server::ServeCounters,
+    /// Per notifier: Ready and token expiries (while this replica leads).
+    pub notifiers: super::notifier_gauges::NotifierGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +134,8 @@ impl Default for Metrics {
         let kube_writes = Family::<ObjectLabel, Counter>::default();
         let serve = crate::http_server::ServeCounters::default();
         serve.register(&mut registry);
+        let notifiers = super::notifier_gauges::NotifierGauges::default();
+        notifiers.register(&mut registry);
         registry.register(
             "kube_writes",
             "Writes to the API server by object (status, token_secret, caller_secret): flat in a steady fleet",
@@ -189,6 +193,7 @@ impl Default for Metrics {
             token_revocations,
             kube_writes,
             serve,
+            notifiers,
         }
     }
 }
@@ -210,6 +215,7 @@ impl Metrics {
             token_revocations,
             kube_writes,
             serve: _,
+            notifiers,
         } = &m;
         let x = || "…".to_string();
         let _ = reconciles.get_or_create(&ResultLabel { result: x() });
@@ -229,6 +235,16 @@ impl Metrics {
         let _ = oauth_callbacks.get_or_create(&ResultLabel { result: x() });
         let _ = token_revocations.get_or_create(&ResultLabel { result: x() });
         let _ = kube_writes.get_or_create(&ObjectLabel { object: x() });
+        notifiers.observe(
+            "…",
+            "…",
+            &super::notifier_gauges::Observed {
+                ready: false,
+                reason: crate::api::conditions::Reason::BotNotInRoom,
+                access_token_expires: Some(0),
+                refresh_token_expires: Some(0),
+            },
+        );
         m.encode()
     }
 

@@ -16,7 +16,9 @@ mod diagnosis;
 mod findings;
 mod leadership;
 mod metrics;
+mod notifier_gauges;
 pub mod oauth_state;
+mod progress;
 mod reconcile;
 mod refresh_requests;
 mod revocation;
@@ -313,17 +315,25 @@ pub async fn run_with(
         })
         .graceful_shutdown_on(stop_controller)
         .run(reconcile::reconcile, error_policy, Arc::clone(&ctx))
-        .for_each(|result| async move {
-            match result {
-                Ok(_) => {}
-                Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
-                    tracing::debug!(object = %r, "notifier deleted");
+        .for_each(|result| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                match result {
+                    Ok(_) => {}
+                    Err(kube::runtime::controller::Error::ObjectNotFound(r)) => {
+                        tracing::debug!(object = %r, "notifier deleted");
+                        // Deleted without the finalizer's cleanup (removed by hand): its gauges go.
+                        metrics
+                            .notifiers
+                            .forget(r.namespace.as_deref().unwrap_or_default(), &r.name);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
         })
         .await;
     metrics.leader.set(0);
+    metrics.notifiers.forget_all();
     if let Some((leader, task)) = lease_state {
         // Dropping the receiver makes the manager release the lease so a standby takes over now.
         drop(leader);

@@ -193,9 +193,18 @@ async fn report(
         .cloned()
         .collect();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    findings.status.conditions =
-        status::merge(&old, &findings.verdicts, notifier.metadata.generation, &now);
+    // Reconciling or Stalled for GitOps tools: no Event of their own (the condition that decided
+    // them has one), present only while True.
+    let progress = super::progress::verdict(findings);
+    let all: Vec<Verdict> = findings.verdicts.iter().cloned().chain(progress).collect();
+    findings.status.conditions = status::merge(&old, &all, notifier.metadata.generation, &now);
+    findings.status.conditions.retain(|c| {
+        super::progress::TYPES
+            .iter()
+            .all(|t| c.type_ != t.as_str() || all.iter().any(|v| v.type_ == *t))
+    });
     findings.status.observed_generation = notifier.metadata.generation;
+    observe(ctx, notifier, findings);
     findings.status.delivering =
         Some(Deliverable::judge(&notifier.spec, &findings.status.conditions).delivering());
     if status::apply(notifiers, notifier, &findings.status)
@@ -282,6 +291,25 @@ async fn steps(
             .unwrap_or_default(),
     );
     test_notification::run(notifier, notifiers, &lineworks, &authorized.token, findings).await
+}
+
+/// The notifier's gauges, from what this reconcile concluded.
+fn observe(ctx: &Context, notifier: &LineWorksNotifier, findings: &Findings) {
+    let ready = findings
+        .verdicts
+        .iter()
+        .find(|v| v.type_ == ConditionType::Ready);
+    let unix = |t: &Option<Time>| t.as_ref().map(|t| t.0.as_second());
+    ctx.metrics.notifiers.observe(
+        &notifier.namespace().unwrap_or_default(),
+        &notifier.name_any(),
+        &super::notifier_gauges::Observed {
+            ready: ready.is_some_and(Verdict::is_true),
+            reason: ready.map_or(Reason::Reconciling, Verdict::event_reason),
+            access_token_expires: unix(&findings.status.access_token_expires_at),
+            refresh_token_expires: unix(&findings.status.refresh_token_expires_at),
+        },
+    );
 }
 
 /// The re-check a person asked for and the controller has not acted on yet, if any: the

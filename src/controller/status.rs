@@ -45,10 +45,17 @@ pub fn merge(
 }
 
 fn order(type_: &str) -> usize {
-    ["Authorized", "BotInService", "TestNotified", "Ready"]
-        .iter()
-        .position(|t| *t == type_)
-        .unwrap_or(usize::MAX)
+    [
+        "Authorized",
+        "BotInService",
+        "TestNotified",
+        "Ready",
+        "Reconciling",
+        "Stalled",
+    ]
+    .iter()
+    .position(|t| *t == type_)
+    .unwrap_or(usize::MAX)
 }
 
 /// Verdicts worth an Event: the status or reason differs from the old condition, or a False

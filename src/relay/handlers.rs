@@ -338,7 +338,10 @@ async fn notification(
             answer = delivery::merge(previous, parts, answer);
         }
         drop(ticket);
-        worker.metrics.finished_with(&answer);
+        worker.metrics.finished_with(
+            scope.split_once('/').unwrap_or((scope.as_str(), "")),
+            &answer,
+        );
         if let Some((key, tx)) = &first {
             worker.idempotency.finish(&scope, key, tx, answer.clone());
         }

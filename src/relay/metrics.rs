@@ -25,6 +25,16 @@ struct RejectLabel {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifierLabel {
+    namespace: String,
+    name: String,
+}
+
+/// Notifiers the per-notifier series are kept for; past it (a fleet, or churn over a long
+/// uptime) a new notifier gets none, so memory stays bounded whatever tenants create.
+const MAX_NOTIFIER_SERIES: usize = 10_000;
+
 /// Relay metrics: accepted = delivered + partial + failed, always.
 pub struct RelayMetrics {
     registry: Registry,
@@ -33,6 +43,11 @@ pub struct RelayMetrics {
     targets: Family<TargetLabel, Counter>,
     rejected: Family<RejectLabel, Counter>,
     in_flight: Gauge,
+    /// Per notifier: when a notification last reached at least one target, and notifications
+    /// that reached none (for alerts).
+    last_delivery: Family<NotifierLabel, Gauge>,
+    failed_by_notifier: Family<NotifierLabel, Counter>,
+    tracked: std::sync::Mutex<std::collections::HashSet<NotifierLabel>>,
     /// Refusals of the HTTP server itself (connection cap, request timeout).
     pub serve: crate::http_server::ServeCounters,
 }
@@ -45,6 +60,8 @@ impl Default for RelayMetrics {
         let targets = Family::<TargetLabel, Counter>::default();
         let rejected = Family::<RejectLabel, Counter>::default();
         let in_flight = Gauge::default();
+        let last_delivery = Family::<NotifierLabel, Gauge>::default();
+        let failed_by_notifier = Family::<NotifierLabel, Counter>::default();
         let serve = crate::http_server::ServeCounters::default();
         serve.register(&mut registry);
         registry.register(
@@ -68,6 +85,16 @@ impl Default for RelayMetrics {
             "Accepted notifications not finished yet",
             in_flight.clone(),
         );
+        registry.register(
+            "notifier_last_delivery_timestamp_seconds",
+            "When a notification through the notifier last reached at least one target (Unix time)",
+            last_delivery.clone(),
+        );
+        registry.register(
+            "notifier_failed_notifications",
+            "Accepted notifications through the notifier that reached no target",
+            failed_by_notifier.clone(),
+        );
         Self {
             registry,
             accepted,
@@ -75,6 +102,9 @@ impl Default for RelayMetrics {
             targets,
             rejected,
             in_flight,
+            last_delivery,
+            failed_by_notifier,
+            tracked: Default::default(),
             serve,
         }
     }
@@ -92,6 +122,9 @@ impl RelayMetrics {
             targets,
             rejected,
             in_flight: _,
+            last_delivery,
+            failed_by_notifier,
+            tracked: _,
             serve: _,
         } = &m;
         let x = || "…".to_string();
@@ -101,6 +134,12 @@ impl RelayMetrics {
             status: x(),
         });
         let _ = rejected.get_or_create(&RejectLabel { status: x() });
+        let notifier = NotifierLabel {
+            namespace: x(),
+            name: x(),
+        };
+        let _ = last_delivery.get_or_create(&notifier);
+        let _ = failed_by_notifier.get_or_create(&notifier);
         m.encode()
     }
 
@@ -138,9 +177,36 @@ impl RelayMetrics {
         self.in_flight.inc();
     }
 
-    /// An admitted notification finished with `answer`.
-    pub(super) fn finished_with(&self, answer: &Answer) {
+    /// An admitted notification through `namespace/name` finished with `answer`.
+    pub(super) fn finished_with(&self, (namespace, name): (&str, &str), answer: &Answer) {
         self.in_flight.dec();
+        let notifier = NotifierLabel {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let tracked = {
+            let mut tracked = match self.tracked.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            tracked.contains(&notifier)
+                || (tracked.len() < MAX_NOTIFIER_SERIES && tracked.insert(notifier.clone()))
+        };
+        if tracked {
+            match answer.result.outcome {
+                Outcome::Failed => {
+                    self.failed_by_notifier.get_or_create(&notifier).inc();
+                }
+                Outcome::Delivered | Outcome::Partial => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    self.last_delivery
+                        .get_or_create(&notifier)
+                        .set(i64::try_from(now).unwrap_or(i64::MAX));
+                }
+            }
+        }
         let outcome = match answer.result.outcome {
             Outcome::Delivered => "delivered",
             Outcome::Partial => "partial",

@@ -32,14 +32,19 @@ impl Refusal {
 
 /// Turns every error answer that is not problem+json yet (axum's own 404, 405, 413 and path
 /// rejections) into one, keeping its status, its text as the detail, and its other headers
-/// (`Allow`, `Retry-After`), so callers can rely on one error format.
+/// (`Allow`, `Retry-After`), so callers can rely on one error format. A JSON answer is the
+/// relay's own (502: a notification that reached no target, with its per-target result) and
+/// passes as it is.
 pub async fn as_problem(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
+    let ours = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/problem+json") || v.starts_with(b"application/json")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || ours {
         return response;
     }
     let (parts, body) = response.into_parts();
