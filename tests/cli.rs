@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::oauth::{self, Authorizing};
-use support::operator::{Env, WAIT, good_credentials};
+use support::operator::{Env, WAIT};
 use support::wait_for;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -195,16 +195,9 @@ async fn recheck_runs_the_bot_checks_at_once() {
 #[tokio::test]
 async fn status_and_test_notify_answer_like_the_console() {
     let env = Env::new("cli-status", support::lineworks::world()).await;
-    env.apply_secret("app", good_credentials()).await;
     let controller = env.start_controller(None);
-    env.apply_notifier("front", serde_json::json!({})).await;
-    env.wait_condition(
-        "front",
-        ConditionType::Ready,
-        ConditionStatus::True,
-        Reason::NotifierReady,
-    )
-    .await;
+    env.apply_ready_notifier("front", serde_json::json!({}))
+        .await;
 
     let (ok, text, _) = run(&env, &["status", "front", "-n", &env.ns]).await;
     assert!(ok, "{text}");

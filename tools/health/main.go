@@ -83,7 +83,7 @@ func main() {
 // argo runs the health script as Argo CD does: the object decoded from JSON into the global obj,
 // the script's returned table read for status and message.
 func argo(script string, object []byte) (string, string) {
-	l := lua.NewState(lua.Options{SkipOpenLibs: false})
+	l := lua.NewState()
 	defer l.Close()
 	value, err := luajson.Decode(l, object)
 	check(err)

@@ -76,6 +76,15 @@ pub enum ControlPlaneError {
     },
 }
 
+/// Runs `f` on what a mutex holds, if anything, also in a poisoned one.
+fn with_slot<T, R>(slot: &Mutex<Option<T>>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    let mut guard = match slot.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard.as_mut().map(f)
+}
+
 /// Takes what a mutex holds, also from a poisoned one (stopping must work after a panic).
 fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     match slot.lock() {
@@ -262,25 +271,17 @@ impl ControlPlane {
     }
 
     fn with_supervisor<T>(&self, f: impl FnOnce(&mut Supervisor) -> T) -> Option<T> {
-        let mut guard = match self.supervisor.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.as_mut().map(f)
+        with_slot(&self.supervisor, f)
     }
 
     /// Fails with the process's log when etcd or kube-apiserver has exited.
     fn check_running(&self) -> Result<(), ControlPlaneError> {
-        match self.with_supervisor(|s| s.first_exited()).flatten() {
+        match self
+            .with_supervisor(|s| s.exit_error(&self.dir_path))
+            .flatten()
+        {
             None => Ok(()),
-            Some(state) => Err(ControlPlaneError::Exited {
-                name: state.name,
-                status: state
-                    .exit
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown status".into()),
-                log_tail: log_tail(&self.dir_path.join(format!("{}.log", state.name))),
-            }),
+            Some(e) => Err(e),
         }
     }
 

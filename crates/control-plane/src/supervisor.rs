@@ -102,6 +102,20 @@ impl Supervisor {
         self.states().into_iter().find(|s| s.exit.is_some())
     }
 
+    /// The error for the first process that has exited, if any, with the tail of its log
+    /// (`<name>.log` in `log_dir`): the control plane's and the node's processes alike.
+    pub fn exit_error(&self, log_dir: &std::path::Path) -> Option<crate::ControlPlaneError> {
+        let state = self.first_exited()?;
+        Some(crate::ControlPlaneError::Exited {
+            name: state.name,
+            status: state
+                .exit
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown status".into()),
+            log_tail: crate::log_tail(&log_dir.join(format!("{}.log", state.name))),
+        })
+    }
+
     /// Stops every child (newest first) and waits for them. Idempotent.
     pub fn stop(&mut self) {
         let _ = self.commands.send(Command_::Stop);

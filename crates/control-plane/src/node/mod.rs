@@ -25,7 +25,7 @@ use kube::Api;
 use tempfile::TempDir;
 
 use super::supervisor::{ProcessSpec, Supervisor};
-use super::{ControlPlane, ControlPlaneError, Listen, io_err, log_tail, take};
+use super::{ControlPlane, ControlPlaneError, Listen, io_err, log_tail, take, with_slot};
 use config::{cni_config, containerd_config, kube_proxy_config, kubelet_config};
 use host::{
     Janitor, RUN_DIR, append_state, machine_lock, preflight, prepare_network, run_janitor_now,
@@ -345,11 +345,7 @@ impl Drop for OneNodeCluster {
 
 impl NodeProcesses {
     fn with_supervisor<T>(&self, f: impl FnOnce(&mut Supervisor) -> T) -> Option<T> {
-        let mut guard = match self.supervisor.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.as_mut().map(f)
+        with_slot(&self.supervisor, f)
     }
 
     fn spawn(&self, spec: ProcessSpec) -> Result<u32, ControlPlaneError> {
@@ -360,16 +356,12 @@ impl NodeProcesses {
     }
 
     fn check_running(&self) -> Result<(), ControlPlaneError> {
-        match self.with_supervisor(|s| s.first_exited()).flatten() {
+        match self
+            .with_supervisor(|s| s.exit_error(&self.dir_path))
+            .flatten()
+        {
             None => Ok(()),
-            Some(state) => Err(ControlPlaneError::Exited {
-                name: state.name,
-                status: state
-                    .exit
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown status".into()),
-                log_tail: log_tail(&self.dir_path.join(format!("{}.log", state.name))),
-            }),
+            Some(e) => Err(e),
         }
     }
 
