@@ -6,7 +6,7 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test test-lane-node test-lane-long test-lane-rest test-go-kube test-go-helm test-go-health test-go-node test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
+.PHONY: demo test test-lane-node test-lane-long test-lane-rest test-go-kube test-go-helm test-go-health test-go-prometheus test-go-node test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -39,7 +39,7 @@ test-lane-node: test-build test-go-node image-archive
 	@$(call test_lane,node,$(K8S_ENV) $(HELM_ENV) $(NODE_ENV),$(addprefix --test ,$(NODE_TESTS)))
 test-lane-long: test-build test-go-kube
 	@$(call test_lane,long,$(K8S_ENV),$(addprefix --test ,$(LONG_TESTS)))
-test-lane-rest: test-build test-go-health
+test-lane-rest: test-build test-go-prometheus
 	@$(call test_lane,rest,$(K8S_ENV) $(HELM_ENV),--lib --bins --benches $(addprefix --test ,$(REST_TESTS)))
 
 # The tools' paths, each only in the lanes that waited for it (asking earlier would build it).
@@ -63,8 +63,10 @@ test-go-kube:
 test-go-helm: test-go-kube
 	@scripts/helm-binary.sh >/dev/null
 test-go-health: test-go-helm
-	@scripts/health-binary.sh >/dev/null
-test-go-node: test-go-health
+	@scripts/go-tool.sh health >/dev/null
+test-go-prometheus: test-go-health
+	@scripts/go-tool.sh prometheus/rules >/dev/null
+test-go-node: test-go-prometheus
 	@scripts/k8s-binaries.sh node >/dev/null
 
 # The linted test build alone; fails on any warning it prints, so a change in how clippy reads

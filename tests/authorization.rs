@@ -254,6 +254,80 @@ fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// The refresh token's 90 days (what LineWorksRefreshTokenExpiring warns about) count from its own
+/// issue: status shows the date from the moment an administrator authorizes, and a refresh that
+/// answers no new refresh token (Refresh Token Rotation OFF, the vendor's advice) leaves it alone
+/// however many access tokens it renews.
+#[tokio::test]
+async fn the_refresh_tokens_lapse_date_is_known_at_authorization_and_kept_across_refreshes() {
+    let a = Authorizing::new(
+        "oauth-lapse",
+        |w| w.apps[0].access_token_lifetime_secs = 4,
+        Duration::from_secs(600),
+    )
+    .await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let token_calls = a.env.emu.requests("token");
+    a.authorize("front").await;
+    let lapse = |n: &lineworks_operator::api::LineWorksNotifier| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.refresh_token_expires_at.as_ref())
+            .map(|t| t.0.as_second())
+    };
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    let first = lapse(&n).expect("status.refreshTokenExpiresAt once authorized");
+    let ninety_days = 90 * 86_400;
+    assert!(
+        (before + ninety_days - 5..=before + ninety_days + 60).contains(&first),
+        "{first} is 90 days after the authorization ({before})"
+    );
+    let stored = |secret: &k8s_openapi::api::core::v1::Secret| {
+        (
+            secret_value(secret, "refreshToken"),
+            secret_value(secret, "refreshTokenIssuedAt"),
+            secret_value(secret, "accessToken"),
+        )
+    };
+    let secrets = a.env.secrets();
+    let (refresh, issued, access) =
+        stored(&secrets.get("front-lineworks-token").await.expect("Secret"));
+    assert_eq!(issued.parse::<i64>().ok(), Some(first - ninety_days));
+
+    // Access tokens live 4 s here: wait for two renewals by refresh.
+    wait_for("two access-token renewals", WAIT, || {
+        let (secrets, access) = (secrets.clone(), access.clone());
+        let calls = a.env.emu.requests("token") - token_calls;
+        async move {
+            let now = stored(
+                &secrets
+                    .get("front-lineworks-token")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            if now.2 != access && calls >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{calls} token calls"))
+            }
+        }
+    })
+    .await;
+    let (refresh_after, issued_after, _) =
+        stored(&secrets.get("front-lineworks-token").await.expect("Secret"));
+    assert_eq!(
+        refresh_after, refresh,
+        "rotation OFF: the same refresh token"
+    );
+    assert_eq!(issued_after, issued, "and the same issue time");
+    let n = a.env.notifiers().get("front").await.expect("notifier");
+    assert_eq!(lapse(&n), Some(first), "status keeps the first date");
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn a_lapsed_refresh_token_asks_for_reauthorization_and_authorizing_again_recovers() {
     let a = Authorizing::new(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::operator::{Env, WAIT, good_credentials};
-use support::{helm, kubectl, kubectl_ok, wait_for};
+use support::{helm, helm_template as template, kubectl, kubectl_ok, wait_for};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lineworks-operator");
 
@@ -23,24 +23,6 @@ fn run_helm(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn template(namespace: &str, sets: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        "lwo",
-        CHART,
-        "--namespace",
-        namespace,
-        "--kube-version",
-        "1.36.3",
-    ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let (ok, out, err) = run_helm(&args);
-    assert!(ok, "helm template {sets:?}: {err}");
-    out
 }
 
 const EVERYTHING: &[&str] = &[
@@ -72,7 +54,10 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
             ];
             let scope_set = format!("rbac.scope={scope}");
             args.push(&scope_set);
-            for s in EVERYTHING.iter().chain(&["serviceMonitor.enabled=true"]) {
+            for s in EVERYTHING
+                .iter()
+                .chain(&["serviceMonitor.enabled=true", "prometheusRule.enabled=true"])
+            {
                 args.extend(["--set", s]);
             }
             let (ok, out, err) = run_helm(&args);
@@ -85,6 +70,7 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
                 "PodDisruptionBudget",
                 "NetworkPolicy",
                 "ServiceMonitor",
+                "PrometheusRule",
                 "Role",
                 "RoleBinding",
             ] {
@@ -93,8 +79,10 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
                     "{version} {scope}: no {kind}"
                 );
             }
-            // The relay has a NetworkPolicy and (with two replicas) a PDB of its own.
-            for kind in ["NetworkPolicy", "PodDisruptionBudget"] {
+            // The relay has a NetworkPolicy, (with two replicas) a PDB and a ServiceMonitor of its
+            // own; both ServiceMonitors keep the notifiers' `namespace` label.
+            assert_eq!(out.matches("honorLabels: true").count(), 2, "{out}");
+            for kind in ["NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor"] {
                 assert_eq!(
                     out.matches(&format!("\nkind: {kind}\n")).count(),
                     2,
@@ -140,6 +128,14 @@ fn the_chart_lints_renders_and_refuses_bad_values() {
         ("oauth.callbackPath=callback", "/oauth/callbackPath"),
         ("relay.enabled=true", "relay.namespaces"),
         ("unknownKey=1", "unknownKey"),
+        (
+            "prometheusRule.notReadyFor=ten",
+            "/prometheusRule/notReadyFor",
+        ),
+        (
+            "prometheusRule.refreshTokenDays=90",
+            "/prometheusRule/refreshTokenDays",
+        ),
     ] {
         let (ok, _, err) = run_helm(&[
             "template",

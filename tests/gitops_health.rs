@@ -5,9 +5,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use lineworks_emulator::Fault;
 use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use serde_json::{Value, json};
@@ -70,39 +67,9 @@ fn health_inputs(dir: &std::path::Path) -> Vec<String> {
 
 /// What each tool says of each object: (kstatus, argo, flux) and the messages.
 fn evaluate(args: &[String], objects: &[Value]) -> Vec<Value> {
-    let tool = Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/health-binary.sh"),
-    )
-    .output()
-    .expect("scripts/health-binary.sh runs");
-    assert!(
-        tool.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tool.stderr)
-    );
-    let tool = String::from_utf8_lossy(&tool.stdout).trim().to_string();
-    let mut child = Command::new(&tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the health tool starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    for o in objects {
-        writeln!(stdin, "{o}").expect("write");
-    }
-    drop(stdin);
-    let out = child.wait_with_output().expect("health tool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a verdict line"))
-        .collect()
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let input: String = objects.iter().map(|o| format!("{o}\n")).collect();
+    support::go_tool_json_lines("health", &args, &input)
 }
 
 async fn object(env: &Env, name: &str) -> Value {

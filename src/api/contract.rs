@@ -148,6 +148,9 @@ pub mod token_secret {
     pub const ISSUED_AT: &str = "issuedAt";
     /// Unix seconds.
     pub const EXPIRES_AT: &str = "expiresAt";
+    /// Unix seconds: when the stored refresh token was issued (a refresh that answers no new
+    /// refresh token keeps it), so its 90 days are known after any number of access renewals.
+    pub const REFRESH_TOKEN_ISSUED_AT: &str = "refreshTokenIssuedAt";
     /// SHA-256 prefix of the credentials the tokens were obtained with.
     pub const CREDENTIALS_FINGERPRINT: &str = "credentialsFingerprint";
     /// The scopes asked for when the tokens were obtained, sorted, space-separated.

@@ -455,7 +455,8 @@ pub struct LineWorksNotifierStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<Time>,
 
-    /// When the current refresh token lapses unless renewed (LINE WORKS: 90 days).
+    /// When the current refresh token lapses: 90 days after LINE WORKS issued it (at the
+    /// authorization, or at a refresh with Refresh Token Rotation ON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_expires_at: Option<Time>,
 

@@ -245,7 +245,7 @@ async fn store(p: &Pending, q: CallbackQuery) -> Result<(), String> {
     tokens::write(
         &secrets,
         &p.notifier,
-        &issued,
+        (&issued, issued.issued_at),
         &credentials.fingerprint,
         version,
     )

@@ -7,7 +7,7 @@
 //! New tokens are stored before they are used: with rotation ON the old refresh token is already
 //! dead. No token request goes out sooner than the renewal floor after the last one.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -105,6 +105,12 @@ impl Authorizer<'_> {
         let Some(stored) = self.read(findings).await? else {
             return Ok(None);
         };
+        // Tokens stored by the OAuth callback (or by another replica) carry their refresh token's
+        // issue time: status says when it lapses without waiting for a renewal.
+        if let Some(issued) = stored.usable.as_ref().and_then(|s| s.refresh_issued_at) {
+            findings.status.refresh_token_expires_at =
+                Some(Time(to_timestamp(issued + REFRESH_TOKEN_LIFETIME)));
+        }
         let now = SystemTime::now();
         let floor = self.ctx.settings.renewal_floor;
         // The stored token is known rejected (by LINE WORKS, or as the relay reports).
@@ -162,23 +168,40 @@ impl Authorizer<'_> {
             .as_ref()
             .and_then(|c| c.resource_version())
             .or_else(|| stored.secret.as_ref().and_then(|s| s.resource_version()));
-        tokens::store(
-            self.secrets,
-            self.notifier,
-            &tokens,
-            &self.credentials.fingerprint,
-            version,
-        )
-        .await?;
-        self.ctx.metrics.wrote(Written::TokenSecret);
         let same_refresh = tokens
             .refresh_token
             .as_ref()
             .map(ExposeSecret::expose_secret)
             == previous_refresh.as_ref().map(ExposeSecret::expose_secret);
-        if !same_refresh {
+        // A refresh that answered no new refresh token keeps the old one, and its issue time
+        // (from the Secret, or from status for a Secret written before it was kept there).
+        let refresh_issued_at = same_refresh
+            .then(|| {
+                stored
+                    .usable
+                    .as_ref()
+                    .and_then(|s| s.refresh_issued_at)
+                    .or_else(|| {
+                        let expires = findings.status.refresh_token_expires_at.as_ref()?;
+                        let expires = UNIX_EPOCH
+                            + Duration::from_secs(u64::try_from(expires.0.as_second()).ok()?);
+                        expires.checked_sub(REFRESH_TOKEN_LIFETIME)
+                    })
+            })
+            .flatten()
+            .unwrap_or(tokens.issued_at);
+        tokens::store(
+            self.secrets,
+            self.notifier,
+            (&tokens, refresh_issued_at),
+            &self.credentials.fingerprint,
+            version,
+        )
+        .await?;
+        self.ctx.metrics.wrote(Written::TokenSecret);
+        if tokens.refresh_token.is_some() {
             findings.status.refresh_token_expires_at = Some(Time(to_timestamp(
-                tokens.issued_at + REFRESH_TOKEN_LIFETIME,
+                refresh_issued_at + REFRESH_TOKEN_LIFETIME,
             )));
         }
         Ok(Some(accept(&tokens, floor, findings)))

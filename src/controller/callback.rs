@@ -224,7 +224,7 @@ async fn complete(ctx: &Context, q: CallbackQuery) -> Result<String, Refusal> {
     tokens::store(
         &secrets,
         &notifier,
-        &issued,
+        (&issued, issued.issued_at),
         &credentials.fingerprint,
         spent.resource_version(),
     )

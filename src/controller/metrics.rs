@@ -178,7 +178,7 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "1 while this replica reconciles: it holds the leader lease, or runs without leader election",
             leader.clone(),
         );
         Self {
@@ -282,7 +282,7 @@ impl Metrics {
         self.kube_writes.get_or_create(&what.label()).get()
     }
 
-    /// Whether this replica holds the leader lease.
+    /// Whether this replica reconciles (holds the leader lease, or runs without one).
     pub fn is_leader(&self) -> bool {
         self.leader.get() == 1
     }

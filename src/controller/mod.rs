@@ -225,9 +225,10 @@ pub async fn run_with(
             return Ok(());
         };
         tracing::info!(identity = lease.identity, "became leader");
-        metrics.leader.set(1);
         lease_state = Some(leadership);
     }
+    // From here this replica reconciles (with the lease, or alone without leader election).
+    metrics.leader.set(1);
 
     let (notifiers, secrets, events): (
         Api<crate::api::LineWorksNotifier>,

@@ -35,7 +35,7 @@ pub struct Observed {
     pub reason: Reason,
     /// Unix seconds.
     pub access_token_expires: Option<i64>,
-    /// Unix seconds.
+    /// Unix seconds; userAccount notifiers only (a person renews it).
     pub refresh_token_expires: Option<i64>,
 }
 
@@ -62,7 +62,7 @@ impl NotifierGauges {
         );
         registry.register(
             "notifier_refresh_token_expiry_timestamp_seconds",
-            "When the notifier's current refresh token lapses unless renewed (Unix time; LINE WORKS: 90 days after issue)",
+            "When a userAccount notifier's refresh token lapses and an administrator must authorize again (Unix time; LINE WORKS: 90 days after issue); serviceAccount notifiers renew with a JWT and report none",
             self.refresh_token_expiry.clone(),
         );
     }

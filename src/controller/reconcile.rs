@@ -18,10 +18,10 @@ use super::findings::Findings;
 use super::metrics::{ReasonLabel, ResultLabel, Written};
 use super::verdict::{Verdict, not_in_service};
 use super::{bot_checks, credentials, diagnosis, status, test_notification};
-use crate::api::LineWorksNotifier;
 use crate::api::conditions::{ConditionType, Reason};
 use crate::api::contract::RECONCILE_REQUESTED_ANNOTATION;
 use crate::api::deliverable::Deliverable;
+use crate::api::{AuthMode, LineWorksNotifier};
 
 /// Failures that stop a reconcile before it can report in status (the API server itself).
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +307,11 @@ fn observe(ctx: &Context, notifier: &LineWorksNotifier, findings: &Findings) {
             ready: ready.is_some_and(Verdict::is_true),
             reason: ready.map_or(Reason::Reconciling, Verdict::event_reason),
             access_token_expires: unix(&findings.status.access_token_expires_at),
-            refresh_token_expires: unix(&findings.status.refresh_token_expires_at),
+            // Only where a person must act when it lapses: a serviceAccount notifier replaces a
+            // lapsed refresh token with a JWT grant on its own.
+            refresh_token_expires: (notifier.spec.auth.mode == AuthMode::UserAccount)
+                .then(|| unix(&findings.status.refresh_token_expires_at))
+                .flatten(),
         },
     );
 }

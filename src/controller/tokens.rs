@@ -25,8 +25,8 @@ use lineworks_client::{ExposeSecret, SecretString, TokenSet, unix_seconds};
 
 use crate::api::contract::token_secret::{
     ACCESS_TOKEN, AUTHORIZATION_FAILURE, AUTHORIZATION_STATE,
-    CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT, ISSUED_AT, REFRESH_TOKEN, REQUESTED_SCOPES,
-    SCOPE, TOKEN_TYPE,
+    CREDENTIALS_FINGERPRINT as FINGERPRINT, EXPIRES_AT, ISSUED_AT, REFRESH_TOKEN,
+    REFRESH_TOKEN_ISSUED_AT, REQUESTED_SCOPES, SCOPE, TOKEN_TYPE,
 };
 use crate::api::contract::{
     MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_LABEL, REFRESH_CLAIM_ANNOTATION, controlled_by,
@@ -75,6 +75,9 @@ pub struct Stored {
     pub fingerprint: String,
     /// The scopes asked for (see [`scope_key`]); absent in Secrets written before it was kept.
     pub requested_scopes: Option<String>,
+    /// When the refresh token was issued; absent without one, or in Secrets written before it
+    /// was kept.
+    pub refresh_issued_at: Option<SystemTime>,
 }
 
 impl Stored {
@@ -155,6 +158,9 @@ pub async fn read(
             },
             fingerprint: text(FINGERPRINT).unwrap_or_default(),
             requested_scopes: text(REQUESTED_SCOPES),
+            refresh_issued_at: number(REFRESH_TOKEN_ISSUED_AT)
+                .filter(|_| text(REFRESH_TOKEN).is_some())
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         })),
         _ => None,
     };
@@ -179,11 +185,12 @@ pub async fn read(
     })
 }
 
-/// Writes the tokens; fails with a 409 if someone else wrote since `resource_version` was read.
+/// Writes the tokens, whose refresh token was issued at `refresh_issued_at`; fails with a 409 if
+/// someone else wrote since `resource_version` was read.
 pub async fn write(
     secrets: &Api<Secret>,
     notifier: &LineWorksNotifier,
-    tokens: &TokenSet,
+    (tokens, refresh_issued_at): (&TokenSet, SystemTime),
     fingerprint: &str,
     resource_version: Option<String>,
 ) -> Result<(), kube::Error> {
@@ -194,6 +201,10 @@ pub async fn write(
     put(ACCESS_TOKEN, tokens.access_token.expose_secret());
     if let Some(refresh) = &tokens.refresh_token {
         put(REFRESH_TOKEN, refresh.expose_secret());
+        put(
+            REFRESH_TOKEN_ISSUED_AT,
+            &unix_seconds(refresh_issued_at).to_string(),
+        );
     }
     put(TOKEN_TYPE, &tokens.token_type);
     put(SCOPE, &tokens.scope);
@@ -346,7 +357,7 @@ async fn save(secrets: &Api<Secret>, secret: Secret) -> Result<Secret, kube::Err
 pub async fn store(
     secrets: &Api<Secret>,
     notifier: &LineWorksNotifier,
-    tokens: &TokenSet,
+    tokens: (&TokenSet, SystemTime),
     fingerprint: &str,
     mut version: Option<String>,
 ) -> Result<(), ReconcileError> {

@@ -80,3 +80,72 @@ pub fn helm() -> PathBuf {
     assert!(out.status.success(), "helm could not be built");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// `helm template` of the chart as release `lwo` in `namespace` for Kubernetes 1.36.3, with
+/// `--set` for each of `sets`; asserts it renders.
+pub fn helm_template(namespace: &str, sets: &[&str]) -> String {
+    let mut args = vec![
+        "template",
+        "lwo",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lineworks-operator"),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        "1.36.3",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = Command::new(helm())
+        .args(&args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template {sets:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command of a pinned Go tool module (`scripts/go-tool.sh TOOL`, built once) with `args`,
+/// `input` on its stdin; asserts it succeeds and returns its output, one JSON value per line.
+pub fn go_tool_json_lines(
+    tool: &str,
+    args: &[&std::ffi::OsStr],
+    input: &str,
+) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let built = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/go-tool.sh"))
+        .arg(tool)
+        .output()
+        .expect("scripts/go-tool.sh runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut child = Command::new(String::from_utf8_lossy(&built.stdout).trim())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool} starts: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{tool} printed {l}: {e}")))
+        .collect()
+}

@@ -1,5 +1,5 @@
 // The health evaluator for the GitOps health test (tests/gitops_health.rs): kstatus, Argo CD's Lua
-// (gopher-lua, gopher-json) and Flux's CEL (cel-go). Built once by scripts/health-binary.sh into
+// (gopher-lua, gopher-json) and Flux's CEL (cel-go). Built once by scripts/go-tool.sh into
 // the shared Go build cache; the Kubernetes modules are held at tools/kube's versions.
 module lineworks-operator.dev/tools/health
 
