@@ -1195,6 +1195,76 @@ async fn a_token_endpoint_outage_during_renewal_keeps_the_current_token_in_use()
     controller.stop().await;
 }
 
+/// A restarted controller (or a new leader) trusts the bot checks' pass recorded in status until
+/// the token's next renewal: a restart of a steady fleet costs LINE WORKS no call. A re-check
+/// asked for still runs them.
+#[tokio::test]
+async fn a_restarted_controller_trusts_the_checks_recorded_in_status() {
+    let env = Env::new("restart", world()).await;
+    let first = env.start_controller(None);
+    env.apply_ready_notifier("desk", json!({})).await;
+    let passed = env
+        .notifiers()
+        .get("desk")
+        .await
+        .expect("notifier")
+        .status
+        .and_then(|s| s.bot_checks_passed)
+        .expect("status.botChecksPassed");
+    assert_eq!(passed.digest.len(), 32, "{passed:?}");
+    first.stop().await;
+
+    let calls = env.emu.total_requests();
+    let second = env.start_controller(None);
+    let m = second.metrics.clone();
+    wait_for("the new controller's first reconcile", WAIT, || {
+        let ok = m.reconciles_ok();
+        async move {
+            if ok >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{ok}"))
+            }
+        }
+    })
+    .await;
+    env.wait_condition(
+        "desk",
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::NotifierReady,
+    )
+    .await;
+    assert_eq!(
+        env.emu.total_requests(),
+        calls,
+        "the restart called LINE WORKS"
+    );
+
+    // `lineworks-operator recheck` sets this annotation: the checks run again.
+    env.notifiers()
+        .patch(
+            "desk",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lineworks-operator.dev/reconcile-requested-at": "after-restart"}}})),
+        )
+        .await
+        .expect("annotate");
+    let emu = &env.emu;
+    wait_for("the re-check's calls", WAIT, || {
+        let now = emu.total_requests();
+        async move {
+            if now > calls {
+                Ok(())
+            } else {
+                Err(format!("{now}"))
+            }
+        }
+    })
+    .await;
+    second.stop().await;
+}
+
 /// The per-notifier gauges an alert reads: Ready with the reason that decided it (one series per
 /// notifier, replaced when the reason changes), the tokens' expiry times, and nothing left of a
 /// deleted notifier.

@@ -478,6 +478,12 @@ pub struct LineWorksNotifierStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
 
+    /// The bot checks' last pass: a digest of what it depended on (bot, domain, room, API base
+    /// URL and the access token's issue time) and when it ran. A restarted or newly elected
+    /// controller trusts it until the token's next renewal instead of asking LINE WORKS again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_checks_passed: Option<BotChecksPassed>,
+
     /// What visitor notifications reach now: All, DirectMessagesOnly (the room is broken; the
     /// relay still sends DMs) or None. Ready can be False while DMs still go out: Ready says a
     /// person has something to fix, this says what still works meanwhile.
@@ -514,6 +520,17 @@ impl LineWorksNotifierStatus {
             .saturating_sub(SENT_TEST_IDS_KEPT);
         self.sent_test_notification_ids.drain(..excess);
     }
+}
+
+/// A pass of the bot checks, as status remembers it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BotChecksPassed {
+    /// SHA-256 (hex, 32 characters) of what the checks depended on.
+    #[schemars(length(max = 64))]
+    pub digest: String,
+    /// When they passed.
+    pub at: Time,
 }
 
 /// What happened to one test notification.

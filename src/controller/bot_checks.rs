@@ -1,40 +1,49 @@
 //! The BotInService step, the vendor's troubleshooting checklist as API calls: the bot exists,
-//! is added to the domain, and (with a room) is in the room. A pass is remembered with what it
-//! depended on, so an unchanged notifier with the same token costs LINE WORKS nothing.
+//! is added to the domain, and (with a room) is in the room. A pass is remembered in status with
+//! a digest of what it depended on, so an unchanged notifier with the same token costs LINE WORKS
+//! nothing, also after a controller restart or a change of leader.
 
 use lineworks_client::{LineWorksClient, LineWorksError, SecretString};
 
 use super::authorization::Authorized;
-use super::context::Context;
 use super::diagnosis::{self, in_service_message};
 use super::findings::Findings;
 use super::verdict::{Verdict, not_in_service, unauthorized};
 use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
-use crate::api::{AuthMode, LineWorksNotifier};
+use crate::api::{AuthMode, BotChecksPassed, LineWorksNotifier};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// What the bot checks depend on: the spec fields they read and the token they ran with (so
-/// they run again at each scheduled renewal, a natural periodic re-verification).
-pub fn fingerprint(notifier: &LineWorksNotifier, token_version: &str) -> String {
+/// What the bot checks depend on, as a digest: the spec fields they read and the token they ran
+/// with (so they run again at each scheduled renewal, a natural periodic re-verification).
+pub fn digest(notifier: &LineWorksNotifier, token_version: &str) -> String {
+    use sha2::{Digest, Sha256};
     let spec = &notifier.spec;
-    format!(
+    let depends_on = format!(
         "{}|{:?}|{:?}|{}|{token_version}",
         spec.bot_id,
         spec.domain_id,
         spec.room(),
         spec.api_base_url()
-    )
+    );
+    Sha256::digest(depends_on.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// BotInService=True without a call, when this spec already passed with this token and status
 /// still says so.
 pub fn remembered(
-    ctx: &Context,
-    key: &str,
     notifier: &LineWorksNotifier,
+    findings: &Findings,
     authorized: &Authorized,
 ) -> Option<Verdict> {
-    let same =
-        ctx.verified(key).as_deref() == Some(fingerprint(notifier, &authorized.version).as_str());
+    let same = findings
+        .status
+        .bot_checks_passed
+        .as_ref()
+        .is_some_and(|p| p.digest == digest(notifier, &authorized.version));
     (same && notifier.condition_is(ConditionType::BotInService, ConditionStatus::True)).then(|| {
         Verdict::new(
             ConditionType::BotInService,
@@ -47,8 +56,6 @@ pub fn remembered(
 
 /// Records a check's outcome: its verdict, and whether to remember the pass.
 pub fn record(
-    ctx: &Context,
-    key: &str,
     notifier: &LineWorksNotifier,
     authorized: &Authorized,
     outcome: Result<Verdict, LineWorksError>,
@@ -56,15 +63,14 @@ pub fn record(
 ) {
     match outcome {
         Ok(verdict) => {
-            let passed = verdict.is_true();
-            ctx.set_verified(
-                key,
-                passed.then(|| fingerprint(notifier, &authorized.version)),
-            );
+            findings.status.bot_checks_passed = verdict.is_true().then(|| BotChecksPassed {
+                digest: digest(notifier, &authorized.version),
+                at: Time(k8s_openapi::jiff::Timestamp::now()),
+            });
             findings.set(verdict);
         }
         Err(e) => {
-            ctx.set_verified(key, None);
+            findings.status.bot_checks_passed = None;
             findings.diagnose(diagnosis::check_failure(ConditionType::BotInService, &e));
         }
     }

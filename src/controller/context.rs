@@ -1,4 +1,4 @@
-//! What every reconcile shares: clients, pacing, the verified-checks cache, per-object backoff,
+//! What every reconcile shares: clients, pacing, per-object backoff,
 //! the event recorder and metrics.
 
 use std::collections::HashMap;
@@ -73,9 +73,6 @@ pub struct Context {
     pub state_key: super::oauth_state::StateKey,
     limits: Arc<RateLimits>,
     http: reqwest::Client,
-    /// Per notifier: the inputs the bot checks last passed with (spec and token version), so an
-    /// unchanged notifier with a fresh token costs LINE WORKS nothing.
-    verified: Mutex<HashMap<String, String>>,
     /// Per notifier: consecutive failed reconciles, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Per notifier: the last attempt to replace an existing token (the renewal floor).
@@ -108,7 +105,6 @@ impl Context {
             state_key,
             limits: RateLimits::new(),
             http,
-            verified: Mutex::default(),
             failures: Mutex::default(),
             renewal_attempts: Mutex::default(),
             rechecks: Mutex::default(),
@@ -160,18 +156,6 @@ impl Context {
         self.settings.call_deadline + self.settings.request_timeout + Duration::from_secs(1)
     }
 
-    pub fn verified(&self, key: &str) -> Option<String> {
-        lock(&self.verified).get(key).cloned()
-    }
-
-    pub fn set_verified(&self, key: &str, fingerprint: Option<String>) {
-        let mut map = lock(&self.verified);
-        match fingerprint {
-            Some(f) => map.insert(key.to_string(), f),
-            None => map.remove(key),
-        };
-    }
-
     /// The wait before the next attempt after a failure: doubling from `backoff_min`, capped,
     /// with up to 20% jitter so many failing notifiers do not retry in step.
     pub fn backoff(&self, key: &str) -> Duration {
@@ -195,7 +179,6 @@ impl Context {
     /// Forgets a deleted notifier.
     pub fn forget(&self, key: &str) {
         self.reset_backoff(key);
-        self.set_verified(key, None);
         lock(&self.renewal_attempts).remove(key);
         lock(&self.rechecks).remove(key);
         self.refresh_requests.forget(key);
