@@ -3,8 +3,9 @@
 //! 1. throughput and p50/p99 of DM notifications through the relay (release binary, client-side
 //!    pacing off, emulator limits off) beside a direct client sending the same DMs, alternating
 //!    rounds in one run; the relay's RSS idle and its peak under that load;
-//! 2. a burst of 1,000 notifications for one domain with the emulator limiting at 240 per minute:
-//!    all delivered?, share of the allowed rate used, 429s received.
+//! 2. a burst of 1,000 notifications for one domain with the emulator limiting at 240 per minute,
+//!    counting by calendar minute and then by sliding window: all delivered?, share of the allowed
+//!    rate used, 429s received.
 //!
 //! `make bench`. Under `cargo test` a small smoke version runs.
 
@@ -21,6 +22,7 @@ use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use lineworks_client::{Content, SecretString};
 use lineworks_control_plane::ControlPlane;
+use lineworks_emulator::RateWindow;
 use lineworks_operator::api::LineWorksNotifier;
 use lineworks_operator::controller::{self, Options};
 use serde_json::{Value, json};
@@ -314,48 +316,52 @@ async fn main() {
     );
     stop(relay);
 
-    // 2. A burst against LINE WORKS's 240 per minute, with the relay pacing itself.
-    emu.set_rate_limit(240);
-    emu.clear_delivered();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let relay = start_relay(&plane, port, true);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&http, &base).await;
-    let limited_before = emu.rate_limited();
-    let started = Instant::now();
-    let statuses: Vec<u16> = futures::stream::iter(0..burst)
-        .map(|i| {
-            let request = http
-                .post(format!("{base}/v1/notifications"))
-                .json(&json!({"visitor": {"name": format!("b{i}")}, "host": "jinji"}));
-            async move {
-                request
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
-        })
-        .buffer_unordered(burst)
-        .collect()
-        .await;
-    let took = started.elapsed();
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    let delivered = emu.delivered().len();
-    let per_minute = delivered as f64 / took.as_secs_f64() * 60.0;
-    println!(
-        "burst of {burst} at 240/min: {ok} answered 200, {delivered} delivered, lost {} in {:.1} s; {:.0}/min = {:.0}% of the allowed rate; 429s received {}",
-        burst - delivered,
-        took.as_secs_f64(),
-        per_minute,
-        per_minute / 240.0 * 100.0,
-        emu.rate_limited() - limited_before
-    );
-    stop(relay);
+    // 2. A burst against LINE WORKS's 240 per minute, with the relay pacing itself, once for each
+    // way the service may count its minute (undocumented): a fresh relay each time.
+    for window in [RateWindow::CalendarMinute, RateWindow::Sliding] {
+        emu.set_rate_limit(240);
+        emu.set_rate_window(window);
+        emu.clear_delivered();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let relay = start_relay(&plane, port, true);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&http, &base).await;
+        let limited_before = emu.rate_limited();
+        let started = Instant::now();
+        let statuses: Vec<u16> = futures::stream::iter(0..burst)
+            .map(|i| {
+                let request = http
+                    .post(format!("{base}/v1/notifications"))
+                    .json(&json!({"visitor": {"name": format!("b{i}")}, "host": "jinji"}));
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }
+            })
+            .buffer_unordered(burst)
+            .collect()
+            .await;
+        let took = started.elapsed();
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let delivered = emu.delivered().len();
+        let per_minute = delivered as f64 / took.as_secs_f64() * 60.0;
+        println!(
+            "burst of {burst} at 240/min, {window:?} window: {ok} answered 200, {delivered} delivered, lost {} in {:.1} s; {:.0}/min = {:.1}% of the allowed rate (goal >= 98%; the pacing's ceiling is 98.75%); 429s received {} (goal 0)",
+            burst - delivered,
+            took.as_secs_f64(),
+            per_minute,
+            per_minute / 240.0 * 100.0,
+            emu.rate_limited() - limited_before
+        );
+        stop(relay);
+    }
     let _ = stop_tx.send(true);
     let _ = controller.await;
     plane.stop();

@@ -795,7 +795,7 @@ async fn a_flood_on_one_notifier_does_not_delay_another() {
     flood_credentials["clientSecret"] = json!("client-2-secret");
     flood_credentials["serviceAccountId"] = json!("sa-2.serviceaccount@testtest");
     env.apply_secret("app-2", flood_credentials).await;
-    // 6 per minute: a burst of 1, then one per 12 s.
+    // 6 per minute: a burst of 1, then one per 15 s.
     env.apply_notifier(
         "flood",
         json!({"rateLimitPerMinute": 6,

@@ -173,9 +173,9 @@ mod tests {
     fn a_domain_gets_what_its_budget_serves_in_time_and_places_come_back() {
         let admission = Admission::new(1000, Duration::from_secs(10), 1000);
         let sixty = NonZeroU32::new(60);
-        // Burst 6 plus one per 1.11 s over 8 s.
+        // Burst 1 plus one per 60/58 s over 8 s.
         let capacity = admission.domain_capacity(sixty);
-        assert_eq!(capacity, 6 + 7);
+        assert_eq!(capacity, 1 + 7);
         let tickets: Vec<Ticket> = (0..capacity)
             .map(|_| {
                 admission

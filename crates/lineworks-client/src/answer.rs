@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::limiter::MAX_PAUSE;
 use super::{Api, ErrorBody, LineWorksError};
 
 /// Reads a JSON answer into the client's own wire type.
@@ -180,24 +181,40 @@ pub(super) fn wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Dur
     raw_wait_requested(headers, now).map(|w| w.min(MAX_REQUESTED_WAIT))
 }
 
+/// When an answer (a success too) says the budget is spent, `rateLimit-remaining: 0`: how long
+/// until its window resets (`rateLimit-reset`, read as for a 429), at most [`MAX_PAUSE`]. Nothing
+/// when it says something remains, or says nothing: the answers can only slow the pacing down.
+pub(super) fn budget_spent_for(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    (header_number(headers, "ratelimit-remaining")? == 0)
+        .then(|| reset_wait(headers, now))
+        .flatten()
+        .map(|w| w.min(MAX_PAUSE))
+}
+
+/// A header's non-negative number, rounded up.
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v.ceil() as u64)
+}
+
 /// `Retry-After` (seconds), else `rateLimit-reset` (seconds until the window resets, or an epoch
 /// time in seconds: the unit is undocumented, so both are accepted).
 fn raw_wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let number = |name: &str| -> Option<u64> {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(|v| v.ceil() as u64)
-    };
-    if let Some(seconds) = number("retry-after") {
+    if let Some(seconds) = header_number(headers, "retry-after") {
         return Some(Duration::from_secs(seconds));
     }
-    let reset = number("ratelimit-reset")?;
+    reset_wait(headers, now)
+}
+
+fn reset_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let reset = header_number(headers, "ratelimit-reset")?;
     const EPOCH_THRESHOLD: u64 = 1_000_000_000;
     if reset >= EPOCH_THRESHOLD {
         let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
@@ -208,6 +225,46 @@ fn raw_wait_requested(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_answer_saying_the_budget_is_spent_pauses_until_its_reset_within_a_minute() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let spent = |pairs| budget_spent_for(&headers(pairs), now);
+        assert_eq!(
+            spent(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "17")]),
+            Some(Duration::from_secs(17))
+        );
+        assert_eq!(
+            spent(&[
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", "2000000030")
+            ]),
+            Some(Duration::from_secs(30))
+        );
+        // Lies and silence: an hour is a minute; something left, or no reset, is no pause.
+        assert_eq!(
+            spent(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "3600")]),
+            Some(MAX_PAUSE)
+        );
+        assert_eq!(
+            spent(&[("ratelimit-remaining", "3"), ("ratelimit-reset", "17")]),
+            None
+        );
+        assert_eq!(spent(&[("ratelimit-remaining", "0")]), None);
+        assert_eq!(
+            spent(&[("ratelimit-remaining", "-1"), ("ratelimit-reset", "17")]),
+            None
+        );
+        assert_eq!(spent(&[]), None);
+    }
+
     use super::*;
     use reqwest::header::HeaderValue;
 

@@ -343,6 +343,12 @@ impl LineWorksClient {
             observer.observe(api, &outcome, started.elapsed());
         }
         let response = sent.map_err(|e| transport_error(api, timeout, &e))?;
+        if let Some(limiter) = limiter
+            && let Some(wait) =
+                super::answer::budget_spent_for(response.headers(), std::time::SystemTime::now())
+        {
+            limiter.pause(wait);
+        }
         if response.status().is_success() {
             return Ok(response);
         }

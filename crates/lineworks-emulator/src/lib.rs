@@ -31,7 +31,7 @@ use tower::ServiceExt;
 
 pub use state::{Delivered, Fault};
 pub use tls::TlsIdentity;
-pub use world::{AppDef, BotDef, ChannelDef, DomainDef, UserDef, World};
+pub use world::{AppDef, BotDef, ChannelDef, DomainDef, RateWindow, UserDef, World};
 
 use state::Shared;
 
@@ -331,6 +331,14 @@ impl Emulator {
     /// Sets the per-minute limit per API per domain (0 = off) and starts fresh windows.
     pub fn set_rate_limit(&self, per_minute: u32) {
         self.state.lock().set_rate_limit(per_minute);
+    }
+
+    /// Counts calls by `window` from now on (fresh windows).
+    pub fn set_rate_window(&self, window: RateWindow) {
+        let mut state = self.state.lock();
+        state.world.rate_window = window;
+        let limit = state.world.rate_limit_per_minute;
+        state.set_rate_limit(limit);
     }
 
     /// Requests the per-minute limit answered with 429.

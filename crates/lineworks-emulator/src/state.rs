@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::world::World;
+use super::world::{RateWindow, World};
 
 /// Length of a rate-limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -94,9 +94,11 @@ pub struct Fault {
     pub times: Option<u32>,
 }
 
-struct Window {
-    started: Instant,
-    used: u32,
+/// The calls counted against one API of one domain: those of the current calendar minute, or
+/// (sliding) the times of those within the last 60 seconds.
+enum Window {
+    Calendar { minute: u64, used: u32 },
+    Sliding(std::collections::VecDeque<Instant>),
 }
 
 /// The outcome of counting a call against its rate window.
@@ -177,31 +179,67 @@ impl State {
         self.windows.clear();
     }
 
-    /// Counts a call of `api` for `domain_id` in the current one-minute window.
+    /// Counts a call of `api` for `domain_id` in its window (a calendar minute, or the last 60
+    /// seconds, as the world says).
     pub fn count_call(&mut self, domain_id: i64, api: &'static str) -> RateCheck {
         let limit = self.world.rate_limit_per_minute;
         let now = Instant::now();
-        let window = self.windows.entry((domain_id, api)).or_insert(Window {
-            started: now,
-            used: 0,
-        });
-        if now.duration_since(window.started) >= RATE_WINDOW {
-            *window = Window {
-                started: now,
-                used: 0,
-            };
-        }
-        let allowed = limit == 0 || window.used < limit;
+        let wall = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let minute = wall.as_secs() / 60;
+        let window =
+            self.windows
+                .entry((domain_id, api))
+                .or_insert_with(|| match self.world.rate_window {
+                    RateWindow::CalendarMinute => Window::Calendar { minute, used: 0 },
+                    RateWindow::Sliding => Window::Sliding(Default::default()),
+                });
+        let (used, reset) = match window {
+            Window::Calendar { minute: m, used } => {
+                if *m != minute {
+                    (*m, *used) = (minute, 0);
+                }
+                let into = wall - Duration::from_secs(minute * 60);
+                (used, RATE_WINDOW.saturating_sub(into))
+            }
+            Window::Sliding(calls) => {
+                while calls
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+                {
+                    calls.pop_front();
+                }
+                let count = u32::try_from(calls.len()).unwrap_or(u32::MAX);
+                let reset = calls.front().map_or(RATE_WINDOW, |t| {
+                    RATE_WINDOW.saturating_sub(now.duration_since(*t))
+                });
+                let allowed = limit == 0 || count < limit;
+                if allowed {
+                    calls.push_back(now);
+                } else {
+                    self.rate_limited += 1;
+                }
+                let used = count + u32::from(allowed);
+                return RateCheck {
+                    allowed,
+                    limit,
+                    used,
+                    reset,
+                };
+            }
+        };
+        let allowed = limit == 0 || *used < limit;
         if allowed {
-            window.used += 1;
+            *used += 1;
         } else {
             self.rate_limited += 1;
         }
         RateCheck {
             allowed,
             limit,
-            used: window.used,
-            reset: RATE_WINDOW.saturating_sub(now.duration_since(window.started)),
+            used: *used,
+            reset,
         }
     }
 }
@@ -209,4 +247,50 @@ impl State {
 /// A fresh opaque token: 128 random bits, hex, with a readable prefix.
 pub fn new_token(prefix: &str) -> String {
     format!("{prefix}{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(limit: u32, window: RateWindow) -> State {
+        let mut s = State::default();
+        s.world.rate_limit_per_minute = limit;
+        s.world.rate_window = window;
+        s
+    }
+
+    #[test]
+    fn a_sliding_window_refuses_the_call_over_the_limit_until_the_oldest_is_a_minute_old() {
+        let mut s = state(3, RateWindow::Sliding);
+        let checks: Vec<RateCheck> = (0..4).map(|_| s.count_call(1, "send")).collect();
+        assert!(checks[..3].iter().all(|c| c.allowed));
+        assert!(!checks[3].allowed);
+        assert_eq!(checks[3].used, 3);
+        assert!(checks[3].reset > Duration::from_secs(59) && checks[3].reset <= RATE_WINDOW);
+        assert_eq!(s.rate_limited, 1);
+        // Another domain, another API: budgets of their own.
+        assert!(s.count_call(2, "send").allowed && s.count_call(1, "other").allowed);
+    }
+
+    #[test]
+    fn a_calendar_window_resets_at_the_next_minute_of_the_wall_clock() {
+        let mut s = state(2, RateWindow::CalendarMinute);
+        let into = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            % 60;
+        let first = s.count_call(1, "send");
+        assert!(first.allowed);
+        // What is left of this minute (less the fraction of the second already gone).
+        let sum = first.reset + Duration::from_secs(into);
+        assert!(
+            sum > Duration::from_secs(59) && sum <= RATE_WINDOW,
+            "{:?} left {into} s into the minute",
+            first.reset
+        );
+        assert!(s.count_call(1, "send").allowed);
+        assert!(!s.count_call(1, "send").allowed);
+    }
 }

@@ -21,6 +21,9 @@ pub struct World {
     /// Calls per minute per API per domain (Free 60, Standard/Advanced 240); 0 turns limits off.
     #[serde(default = "default_rate_limit")]
     pub rate_limit_per_minute: u32,
+    /// How the per-minute count is kept; LINE WORKS does not say, so clients must hold under both.
+    #[serde(default)]
+    pub rate_window: RateWindow,
     /// Items per page of the paged list APIs.
     #[serde(default = "default_page_size")]
     pub page_size: usize,
@@ -138,6 +141,7 @@ impl Default for World {
             bots: Vec::new(),
             channels: Vec::new(),
             rate_limit_per_minute: default_rate_limit(),
+            rate_window: RateWindow::default(),
             page_size: default_page_size(),
             authorization_code_lifetime_secs: default_code_lifetime(),
         }
@@ -172,4 +176,15 @@ impl World {
             .find(|d| d.name.eq_ignore_ascii_case(name))
             .map(|d| d.domain_id)
     }
+}
+
+/// How the emulator counts calls against the per-minute limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RateWindow {
+    /// Calls within the current calendar minute of the wall clock.
+    CalendarMinute,
+    /// Calls within the last 60 seconds (the default: a test's count never straddles a minute).
+    #[default]
+    Sliding,
 }
