@@ -6,6 +6,7 @@
 use lineworks_client::{LineWorksClient, LineWorksError, SecretString};
 
 use super::authorization::Authorized;
+use super::context::Context;
 use super::diagnosis::{self, in_service_message};
 use super::findings::Findings;
 use super::verdict::{Verdict, not_in_service, unauthorized};
@@ -35,15 +36,19 @@ pub fn digest(notifier: &LineWorksNotifier, token_version: &str) -> String {
 /// BotInService=True without a call, when this spec already passed with this token and status
 /// still says so.
 pub fn remembered(
+    ctx: &Context,
+    key: &str,
     notifier: &LineWorksNotifier,
     findings: &Findings,
     authorized: &Authorized,
 ) -> Option<Verdict> {
-    let same = findings
-        .status
-        .bot_checks_passed
-        .as_ref()
-        .is_some_and(|p| p.digest == digest(notifier, &authorized.version));
+    let want = digest(notifier, &authorized.version);
+    let same = ctx.verified(key).as_ref() == Some(&want)
+        || findings
+            .status
+            .bot_checks_passed
+            .as_ref()
+            .is_some_and(|p| p.digest == want);
     (same && notifier.condition_is(ConditionType::BotInService, ConditionStatus::True)).then(|| {
         Verdict::new(
             ConditionType::BotInService,
@@ -56,6 +61,8 @@ pub fn remembered(
 
 /// Records a check's outcome: its verdict, and whether to remember the pass.
 pub fn record(
+    ctx: &Context,
+    key: &str,
     notifier: &LineWorksNotifier,
     authorized: &Authorized,
     outcome: Result<Verdict, LineWorksError>,
@@ -63,13 +70,18 @@ pub fn record(
 ) {
     match outcome {
         Ok(verdict) => {
-            findings.status.bot_checks_passed = verdict.is_true().then(|| BotChecksPassed {
-                digest: digest(notifier, &authorized.version),
+            let passed = verdict
+                .is_true()
+                .then(|| digest(notifier, &authorized.version));
+            ctx.set_verified(key, passed.clone());
+            findings.status.bot_checks_passed = passed.map(|digest| BotChecksPassed {
+                digest,
                 at: Time(k8s_openapi::jiff::Timestamp::now()),
             });
             findings.set(verdict);
         }
         Err(e) => {
+            ctx.set_verified(key, None);
             findings.status.bot_checks_passed = None;
             findings.diagnose(diagnosis::check_failure(ConditionType::BotInService, &e));
         }

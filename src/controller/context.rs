@@ -73,6 +73,9 @@ pub struct Context {
     pub state_key: super::oauth_state::StateKey,
     limits: Arc<RateLimits>,
     http: reqwest::Client,
+    /// Per notifier: the digest the bot checks last passed with, beside status.botChecksPassed:
+    /// a reconcile woken before its own status write reached the watch cache still sees it.
+    verified: Mutex<HashMap<String, String>>,
     /// Per notifier: consecutive failed reconciles, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Per notifier: the last attempt to replace an existing token (the renewal floor).
@@ -105,6 +108,7 @@ impl Context {
             state_key,
             limits: RateLimits::new(),
             http,
+            verified: Mutex::default(),
             failures: Mutex::default(),
             renewal_attempts: Mutex::default(),
             rechecks: Mutex::default(),
@@ -156,6 +160,18 @@ impl Context {
         self.settings.call_deadline + self.settings.request_timeout + Duration::from_secs(1)
     }
 
+    pub fn verified(&self, key: &str) -> Option<String> {
+        lock(&self.verified).get(key).cloned()
+    }
+
+    pub fn set_verified(&self, key: &str, digest: Option<String>) {
+        let mut map = lock(&self.verified);
+        match digest {
+            Some(d) => map.insert(key.to_string(), d),
+            None => map.remove(key),
+        };
+    }
+
     /// The wait before the next attempt after a failure: doubling from `backoff_min`, capped,
     /// with up to 20% jitter so many failing notifiers do not retry in step.
     pub fn backoff(&self, key: &str) -> Duration {
@@ -179,6 +195,7 @@ impl Context {
     /// Forgets a deleted notifier.
     pub fn forget(&self, key: &str) {
         self.reset_backoff(key);
+        self.set_verified(key, None);
         lock(&self.renewal_attempts).remove(key);
         lock(&self.rechecks).remove(key);
         self.refresh_requests.forget(key);

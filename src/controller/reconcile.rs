@@ -182,9 +182,10 @@ async fn run(notifier: &LineWorksNotifier, ctx: &Context) -> Result<Action, Reco
         let recheck = recheck_requested(notifier)
             .map(|requested| (requested, ctx.recheck_allowed(&key, SystemTime::now())));
         if let Some((_, Ok(()))) = recheck {
+            ctx.set_verified(&key, None);
             findings.status.bot_checks_passed = None;
         }
-        steps(notifier, ctx, &notifiers, &secrets, &mut findings).await?;
+        steps(notifier, ctx, &key, &notifiers, &secrets, &mut findings).await?;
         match recheck {
             Some((requested, Ok(()))) => {
                 findings.status.last_handled_reconcile_at = Some(requested.to_string());
@@ -275,6 +276,7 @@ async fn report(
 async fn steps(
     notifier: &LineWorksNotifier,
     ctx: &Context,
+    key: &str,
     notifiers: &Api<LineWorksNotifier>,
     secrets: &Api<Secret>,
     findings: &mut Findings,
@@ -282,6 +284,7 @@ async fn steps(
     let lineworks = match ctx.lineworks(notifier) {
         Ok(client) => client,
         Err(verdict) => {
+            ctx.set_verified(key, None);
             findings.status.bot_checks_passed = None;
             findings.set(verdict);
             return Ok(());
@@ -293,6 +296,7 @@ async fn steps(
     {
         Ok(c) => c,
         Err(verdict) => {
+            ctx.set_verified(key, None);
             findings.status.bot_checks_passed = None;
             findings.set(verdict);
             return Ok(());
@@ -311,7 +315,7 @@ async fn steps(
         return Ok(());
     };
 
-    match bot_checks::remembered(notifier, findings, &authorized) {
+    match bot_checks::remembered(ctx, key, notifier, findings, &authorized) {
         Some(verdict) => findings.set(verdict),
         None => {
             let mut outcome =
@@ -325,7 +329,7 @@ async fn steps(
                 outcome =
                     bot_checks::check(notifier, &lineworks, &authorized.token, findings).await;
             }
-            bot_checks::record(notifier, &authorized, outcome, findings);
+            bot_checks::record(ctx, key, notifier, &authorized, outcome, findings);
         }
     }
     findings.requeue = Some(
