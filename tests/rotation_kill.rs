@@ -59,6 +59,11 @@ async fn two_hundred_sigkills_never_lose_the_refresh_token() {
     )
     .await;
     a.authorize("front").await;
+    // The Standard plan's 240 per minute: the token endpoint's pacing (a burst of 2, then one per
+    // quarter second) never holds back a renewal due every 0.75 s.
+    a.env
+        .patch_spec("front", serde_json::json!({"rateLimitPerMinute": 240}))
+        .await;
     let Authorizing {
         env, controller, ..
     } = a;

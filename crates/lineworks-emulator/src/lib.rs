@@ -8,6 +8,7 @@
 //! Served on one address: `/oauth2/v2.0/...` (auth), `/v1.0/...` (API) and `/admin/...` (the
 //! emulator's own control surface: world, faults, delivered messages, request counts).
 
+mod admin;
 mod api;
 mod oauth;
 mod state;
@@ -19,7 +20,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{Method, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -79,20 +79,23 @@ fn router(state: Shared) -> Router {
             "/v1.0/bots/{bot_id}/channels/{channel_id}/messages",
             post(api::send_channel_message),
         )
-        .route("/admin/world", get(admin_world).put(admin_put_world))
+        .route(
+            "/admin/world",
+            get(admin::admin_world).put(admin::admin_put_world),
+        )
         .route(
             "/admin/faults",
-            get(admin_faults)
-                .post(admin_add_fault)
-                .delete(admin_clear_faults),
+            get(admin::admin_faults)
+                .post(admin::admin_add_fault)
+                .delete(admin::admin_clear_faults),
         )
         .route(
             "/admin/messages",
-            get(admin_messages).delete(admin_clear_messages),
+            get(admin::admin_messages).delete(admin::admin_clear_messages),
         )
-        .route("/admin/requests", get(admin_requests))
-        .route("/admin/tokens/expire", post(admin_expire_tokens))
-        .route("/admin/tokens/revoke-all", post(admin_revoke_all))
+        .route("/admin/requests", get(admin::admin_requests))
+        .route("/admin/tokens/expire", post(admin::admin_expire_tokens))
+        .route("/admin/tokens/revoke-all", post(admin::admin_revoke_all))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -100,51 +103,6 @@ fn router(state: Shared) -> Router {
             )
         })
         .with_state(state)
-}
-
-async fn admin_world(State(s): State<Shared>) -> impl IntoResponse {
-    axum::Json(s.lock().world.clone())
-}
-async fn admin_put_world(
-    State(s): State<Shared>,
-    axum::Json(world): axum::Json<World>,
-) -> impl IntoResponse {
-    s.lock().world = world;
-    StatusCode::NO_CONTENT
-}
-async fn admin_faults(State(s): State<Shared>) -> impl IntoResponse {
-    axum::Json(s.lock().faults.clone())
-}
-async fn admin_add_fault(
-    State(s): State<Shared>,
-    axum::Json(fault): axum::Json<Fault>,
-) -> impl IntoResponse {
-    s.lock().faults.push(fault);
-    StatusCode::CREATED
-}
-async fn admin_clear_faults(State(s): State<Shared>) -> impl IntoResponse {
-    s.lock().faults.clear();
-    StatusCode::NO_CONTENT
-}
-async fn admin_messages(State(s): State<Shared>) -> impl IntoResponse {
-    axum::Json(s.lock().delivered.clone())
-}
-async fn admin_clear_messages(State(s): State<Shared>) -> impl IntoResponse {
-    s.lock().delivered.clear();
-    StatusCode::NO_CONTENT
-}
-async fn admin_requests(State(s): State<Shared>) -> impl IntoResponse {
-    axum::Json(s.lock().requests.clone())
-}
-async fn admin_expire_tokens(State(s): State<Shared>) -> impl IntoResponse {
-    s.lock().access.clear();
-    StatusCode::NO_CONTENT
-}
-async fn admin_revoke_all(State(s): State<Shared>) -> impl IntoResponse {
-    let mut guard = s.lock();
-    guard.access.clear();
-    guard.refresh.clear();
-    StatusCode::NO_CONTENT
 }
 
 /// Why a connection is closed without an answer.
