@@ -13,6 +13,7 @@ pub mod reference;
 pub mod relay;
 pub mod telemetry;
 pub mod templates;
+pub mod watch_trim;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "lineworks-operator";

@@ -48,6 +48,8 @@ pub struct Authorized {
     pub renew_at: SystemTime,
     /// Identifies the token (its issue time), for the bot-checks cache.
     pub version: String,
+    /// When it expires.
+    pub expires_at: SystemTime,
 }
 
 /// Everything the Authorized step works with for one notifier.
@@ -412,6 +414,7 @@ pub(super) fn accept(tokens: &TokenSet, floor: Duration, findings: &mut Findings
         token: tokens.access_token.clone(),
         renew_at: tokens::renew_at(tokens, floor),
         version: unix_seconds(tokens.issued_at).to_string(),
+        expires_at: tokens.expires_at(),
     }
 }
 

@@ -97,6 +97,19 @@ pub fn check_failure(type_: ConditionType, e: &LineWorksError) -> Diagnosis {
     }
 }
 
+/// The token renewed after a refusal expired before LINE WORKS answered its check: look again.
+pub fn renewed_token_lapsed() -> Diagnosis {
+    Diagnosis {
+        verdicts: vec![Verdict::new(
+            ConditionType::BotInService,
+            ConditionStatus::Unknown,
+            Reason::Reconciling,
+            "the renewed access token expired before LINE WORKS answered the check; retrying with backoff",
+        )],
+        passing: true,
+    }
+}
+
 /// Where a condition message sends a person to authorize: the link itself (about 450 characters)
 /// lives in status.authorizationURL, so messages stay one line.
 pub const OPEN_THE_LINK: &str =

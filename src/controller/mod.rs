@@ -252,6 +252,7 @@ pub async fn run_with(
     let (reader, writer) = kube::runtime::reflector::store();
     let triggers = watcher(notifiers, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(crate::watch_trim::trim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(work_inputs, PredicateConfig::default());

@@ -217,14 +217,20 @@ fn watch(client: &Client, namespace: Option<String>, scope: &Scope) -> Watched {
     let (notifiers, notifier_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     tokio::spawn(
-        reflector::reflector(notifier_writer, watcher(notifier_api, notifier_config))
-            .default_backoff()
-            .for_each(|_| async {}),
+        reflector::reflector(
+            notifier_writer,
+            watcher(notifier_api, notifier_config).modify(crate::watch_trim::trim),
+        )
+        .default_backoff()
+        .for_each(|_| async {}),
     );
     tokio::spawn(
-        reflector::reflector(secret_writer, watcher(secret_api, secret_config))
-            .default_backoff()
-            .for_each(|_| async {}),
+        reflector::reflector(
+            secret_writer,
+            watcher(secret_api, secret_config).modify(crate::watch_trim::trim),
+        )
+        .default_backoff()
+        .for_each(|_| async {}),
     );
     Watched {
         namespace,
