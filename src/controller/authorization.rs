@@ -109,9 +109,12 @@ impl Authorizer<'_> {
         };
         // Tokens stored by the OAuth callback (or by another replica) carry their refresh token's
         // issue time: status says when it lapses without waiting for a renewal.
-        if let Some(issued) = stored.usable.as_ref().and_then(|s| s.refresh_issued_at) {
-            findings.status.refresh_token_expires_at =
-                Some(Time(to_timestamp(issued + REFRESH_TOKEN_LIFETIME)));
+        if let Some(lapses) = stored
+            .usable
+            .as_ref()
+            .and_then(|s| s.refresh_issued_at?.checked_add(REFRESH_TOKEN_LIFETIME))
+        {
+            findings.status.refresh_token_expires_at = Some(Time(to_timestamp(lapses)));
         }
         let now = SystemTime::now();
         let floor = self.ctx.settings.renewal_floor;
@@ -201,10 +204,10 @@ impl Authorizer<'_> {
         )
         .await?;
         self.ctx.metrics.wrote(Written::TokenSecret);
-        if tokens.refresh_token.is_some() {
-            findings.status.refresh_token_expires_at = Some(Time(to_timestamp(
-                refresh_issued_at + REFRESH_TOKEN_LIFETIME,
-            )));
+        if tokens.refresh_token.is_some()
+            && let Some(lapses) = refresh_issued_at.checked_add(REFRESH_TOKEN_LIFETIME)
+        {
+            findings.status.refresh_token_expires_at = Some(Time(to_timestamp(lapses)));
         }
         Ok(Some(accept(&tokens, floor, findings)))
     }

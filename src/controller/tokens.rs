@@ -146,22 +146,34 @@ pub async fn read(
             .filter(|s| !s.is_empty())
     };
     let number = |key: &str| text(key).and_then(|s| s.parse::<u64>().ok());
-    let stored = match (text(ACCESS_TOKEN), number(ISSUED_AT), number(EXPIRES_AT)) {
-        (Some(access), Some(issued), Some(expires)) if expires > issued => Some(Box::new(Stored {
-            tokens: TokenSet {
-                access_token: SecretString::from(access),
-                refresh_token: text(REFRESH_TOKEN).map(SecretString::from),
-                token_type: text(TOKEN_TYPE).unwrap_or_else(|| "Bearer".into()),
-                scope: text(SCOPE).unwrap_or_default(),
-                issued_at: UNIX_EPOCH + Duration::from_secs(issued),
-                expires_in: Duration::from_secs(expires - issued),
-            },
-            fingerprint: text(FINGERPRINT).unwrap_or_default(),
-            requested_scopes: text(REQUESTED_SCOPES),
-            refresh_issued_at: number(REFRESH_TOKEN_ISSUED_AT)
-                .filter(|_| text(REFRESH_TOKEN).is_some())
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-        })),
+    // Whoever may edit Secrets in the namespace may write any number here: a time past what
+    // SystemTime holds is no time, not a panic.
+    let time = |key: &str| number(key).and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    let times = (
+        number(ISSUED_AT),
+        number(EXPIRES_AT),
+        time(ISSUED_AT),
+        time(EXPIRES_AT),
+    );
+    let stored = match (text(ACCESS_TOKEN), times) {
+        (Some(access), (Some(issued), Some(expires), Some(issued_at), Some(_)))
+            if expires > issued =>
+        {
+            Some(Box::new(Stored {
+                tokens: TokenSet {
+                    access_token: SecretString::from(access),
+                    refresh_token: text(REFRESH_TOKEN).map(SecretString::from),
+                    token_type: text(TOKEN_TYPE).unwrap_or_else(|| "Bearer".into()),
+                    scope: text(SCOPE).unwrap_or_default(),
+                    issued_at,
+                    expires_in: Duration::from_secs(expires - issued),
+                },
+                fingerprint: text(FINGERPRINT).unwrap_or_default(),
+                requested_scopes: text(REQUESTED_SCOPES),
+                refresh_issued_at: time(REFRESH_TOKEN_ISSUED_AT)
+                    .filter(|_| text(REFRESH_TOKEN).is_some()),
+            }))
+        }
         _ => None,
     };
     let pending_state = text(AUTHORIZATION_STATE);
