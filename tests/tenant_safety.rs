@@ -291,7 +291,7 @@ async fn notify(relay: &lineworks_operator::relay::RelayHandle) -> (u16, serde_j
     )
 }
 
-/// Item 5: someone who may create Secrets replaces the notifier's token Secret with one that has
+/// Item 5: someone who may write Secrets replaces the notifier's token Secret with one that has
 /// the right name and label but was not written by the controller for this notifier. The relay
 /// does not send with the token in it.
 #[tokio::test]
@@ -300,20 +300,39 @@ async fn the_relay_uses_only_a_token_secret_owned_by_its_notifier() {
     let (controller, relay) = ready_notifier_with_relay(&env).await;
     controller.stop().await;
     let name = token_secret::default_name("front");
+    // Replaced in one write (not deleted and re-created), so the relay's cache goes straight from
+    // the controller's Secret to the forged one and the wait below cannot end on the gap between.
+    let mut forged = env.secrets().get(&name).await.expect("token Secret");
+    forged.metadata.owner_references = None;
+    forged.data = None;
+    forged.string_data = Some(
+        [(
+            token_secret::ACCESS_TOKEN.to_string(),
+            "forged-token".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    );
     env.secrets()
-        .delete(&name, &Default::default())
-        .await
-        .expect("delete");
-    let forged = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "labels": {contract::MANAGED_BY_LABEL: contract::MANAGED_BY, contract::NOTIFIER_LABEL: "front"}},
-        "stringData": {token_secret::ACCESS_TOKEN: "forged-token"}});
-    env.secrets()
-        .create(
-            &Default::default(),
-            &serde_json::from_value(forged).expect("secret"),
-        )
+        .replace(&name, &Default::default(), &forged)
         .await
         .expect("forged Secret");
+    // The relay's Secret cache learns of the swap through its watch; until then it still holds
+    // the controller's token and delivers. Wait for the first answer that is not a delivery.
+    support::wait_for(
+        "the relay's cache sees the swapped Secret",
+        support::operator::WAIT,
+        || {
+            let relay = &relay;
+            async move {
+                match notify(relay).await {
+                    (200, body) => Err(body.to_string()),
+                    _ => Ok(()),
+                }
+            }
+        },
+    )
+    .await;
     let before = env.emu.requests("send_user_message");
     let (status, body) = notify(&relay).await;
     assert_eq!(status, 502, "{body}");
