@@ -2,16 +2,24 @@
 //!
 //! 1. apply → Ready=True latency of one notifier (median of 20), alternating with the floor: a
 //!    minimal client making the same LINE WORKS calls (JWT token, bot, bot domains, channel) and
-//!    one status write, with no controller in between; on a quiet machine, then with two threads
-//!    spinning (a busy node);
+//!    one status write, with no controller in between, and a second floor that also makes the
+//!    Kubernetes calls the controller makes for a new notifier (finalizer, credentials and token
+//!    Secret reads, token and caller-token Secret creation), one after another; on a quiet
+//!    machine, then with two threads spinning (a busy node);
 //! 2. 1,000 notifiers across 100 domains handled by the release controller binary: time until all
-//!    are Ready, the controller's peak RSS, LINE WORKS calls during six simulated resyncs of every
-//!    notifier (an hour at a 10-minute resync), and LINE WORKS calls when a new controller process
-//!    takes over the steady fleet — the target for both is zero.
+//!    are Ready (beside what LINE WORKS's rate limits allow), the controller's peak RSS, LINE WORKS
+//!    calls during six simulated resyncs of every notifier (an hour at a 10-minute resync), and
+//!    LINE WORKS calls when a new controller process takes over the steady fleet — the target for
+//!    both is zero; then the same (without resyncs) for 10,000 notifiers across 1,000 domains.
 //!
 //! `make bench` (cargo bench --bench controller). Under `cargo test` it runs a small smoke version.
+//! `cargo bench --bench controller -- latency` (or `fleet`) runs one part;
+//! LINEWORKS_BENCH_TRACE=<filter> logs the in-process controller of part 1 to stderr and
+//! LINEWORKS_BENCH_LOG=<filter> keeps the controller binary's log of part 2 in
+//! target/bench-controller.log.
 
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,9 +171,30 @@ async fn floor_once(
     name: &str,
     emu: &Emulator,
     lw: &LineWorksClient,
+    same_calls: bool,
 ) -> Duration {
     let started = Instant::now();
     apply(client, ns, &notifier(name, 1, emu)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let api: Api<LineWorksNotifier> = Api::namespaced(client.clone(), ns);
+    if same_calls {
+        // The Kubernetes calls the controller makes for a new notifier, one after another.
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["bench.example.com/floor"]}})),
+        )
+        .await
+        .expect("finalizer");
+        secrets.get("app1").await.expect("credentials");
+        assert!(
+            secrets
+                .get_opt(&format!("{name}-token"))
+                .await
+                .expect("token Secret")
+                .is_none()
+        );
+    }
     let creds = ClientCredentials {
         client_id: "app1".into(),
         client_secret: SecretString::from("secret1"),
@@ -177,6 +206,18 @@ async fn floor_once(
         .await
         .expect("token")
         .access_token;
+    if same_calls {
+        for suffix in ["token", "caller"] {
+            let secret: Secret =
+                serde_json::from_value(json!({"metadata": {"name": format!("{name}-{suffix}")},
+                "stringData": {"token": "x"}}))
+                .expect("secret");
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("create");
+        }
+    }
     lw.get_bot(&token, bot_of(1)).await.expect("bot");
     lw.list_bot_domains(&token, bot_of(1))
         .await
@@ -184,7 +225,6 @@ async fn floor_once(
     lw.get_channel(&token, bot_of(1), &room_of(1))
         .await
         .expect("channel");
-    let api: Api<LineWorksNotifier> = Api::namespaced(client.clone(), ns);
     let status = json!({"apiVersion": "lineworks-operator.dev/v1alpha1", "kind": "LineWorksNotifier", "status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "NotifierReady", "message": "floor",
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -195,6 +235,10 @@ async fn floor_once(
     )
     .await
     .expect("status");
+    if same_calls {
+        // The controller also looks for its caller token Secret before creating it.
+        let _ = secrets.get_opt(&format!("{name}-relay")).await;
+    }
     started.elapsed()
 }
 
@@ -256,10 +300,11 @@ async fn latency(
     lw: &LineWorksClient,
     samples: usize,
     label: &str,
-) -> (Duration, Duration) {
+) -> (Duration, Duration, Duration) {
     let (ns, floor_ns) = (format!("latency-{label}"), format!("floor-{label}"));
     namespace(client, &ns).await;
     namespace(client, &floor_ns).await;
+    credentials_secret(client, &floor_ns, 1).await;
     // One domain per sample: each new notifier draws from a budget of its own, so the figure is
     // the controller's cost, not the pacing of 20 notifiers of one domain (4 calls per second).
     for d in 1..=samples as i64 {
@@ -279,7 +324,8 @@ async fn latency(
         let _ = stopped.changed().await;
     }));
     let notifiers: Api<LineWorksNotifier> = Api::namespaced(client.clone(), &ns);
-    let (mut controller_times, mut floor_times) = (Vec::new(), Vec::new());
+    let (mut controller_times, mut floor_times, mut same_calls_times) =
+        (Vec::new(), Vec::new(), Vec::new());
     for i in 0..samples {
         let name = format!("n{i}");
         let started = Instant::now();
@@ -292,15 +338,21 @@ async fn latency(
         .expect("Ready in time")
         .expect("watch");
         controller_times.push(started.elapsed());
-        floor_times.push(floor_once(client, &floor_ns, &name, emu, lw).await);
+        floor_times.push(floor_once(client, &floor_ns, &name, emu, lw, false).await);
+        let same = format!("{name}-same");
+        same_calls_times.push(floor_once(client, &floor_ns, &same, emu, lw, true).await);
     }
     let _ = stop.send(true);
     let _ = running.await;
-    (median(controller_times), median(floor_times))
+    (
+        median(controller_times),
+        median(floor_times),
+        median(same_calls_times),
+    )
 }
 
-/// The release controller binary watching namespace `fleet`, and its metrics port.
-fn spawn_controller(plane: &ControlPlane) -> (std::process::Child, u16) {
+/// The release controller binary watching namespace `ns`, and its metrics port.
+fn spawn_controller(plane: &ControlPlane, ns: &str) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -311,17 +363,51 @@ fn spawn_controller(plane: &ControlPlane) -> (std::process::Child, u16) {
             "controller",
             "--allow-host=127.0.0.1",
             "--namespace",
-            "fleet",
+            ns,
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
         ])
         .env("KUBECONFIG", plane.kubeconfig_path())
-        .env("RUST_LOG", "warn")
+        // LINEWORKS_BENCH_LOG=debug (any RUST_LOG filter) keeps the controller's log in
+        // target/bench-controller.log, for finding out which reconciles called LINE WORKS.
+        .env(
+            "RUST_LOG",
+            std::env::var("LINEWORKS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(controller_log())
         .spawn()
         .expect("controller binary");
     (child, port)
+}
+
+/// The APIs called between two snapshots, as " (api n, …)", or nothing when none was.
+fn calls_by_api(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let called: Vec<String> = after
+        .iter()
+        .filter(|(api, _)| api.as_str() != "admin")
+        .filter_map(|(api, n)| {
+            let delta = n - before.get(api).copied().unwrap_or_default();
+            (delta > 0).then(|| format!("{api} {delta}"))
+        })
+        .collect();
+    if called.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", called.join(", "))
+    }
+}
+
+fn controller_log() -> std::process::Stdio {
+    if std::env::var_os("LINEWORKS_BENCH_LOG").is_none() {
+        return std::process::Stdio::null();
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-controller.log");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
 }
 
 fn stop_controller(child: &mut std::process::Child) {
@@ -340,13 +426,30 @@ async fn main() {
     } else {
         (20, 100, 10, 6)
     };
+    let big_domains = if smoke { domains } else { 1_000 };
+    // `-- --bench latency` or `-- --bench fleet` runs one part.
+    let part = |name: &str| {
+        let named: Vec<String> = std::env::args()
+            .filter(|a| a == "latency" || a == "fleet")
+            .collect();
+        named.is_empty() || named.iter().any(|a| a == name)
+    };
+    if std::env::var_os("LINEWORKS_BENCH_TRACE").is_some() {
+        // The in-process controller's log (apply → Ready), on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env(
+                "LINEWORKS_BENCH_TRACE",
+            ))
+            .try_init();
+    }
     lineworks_client::install_crypto_provider();
     let plane = ControlPlane::start().await.expect("control plane");
-    let client = plane.client().await.expect("client");
+    let client = lineworks_operator::kube_client::build(plane.kube_config().await.expect("config"))
+        .expect("client");
     lineworks_operator::crd::install(&client, Duration::from_secs(30))
         .await
         .expect("crd");
-    let emu = Emulator::start(world(domains), "127.0.0.1:0")
+    let emu = Emulator::start(world(big_domains), "127.0.0.1:0")
         .await
         .expect("emulator");
 
@@ -357,36 +460,77 @@ async fn main() {
     lw_config.auth_base_url = emu.auth_base_url();
     lw_config.rate_limit_per_minute = None;
     let lw = LineWorksClient::new(lw_config, RateLimits::new()).expect("client");
-    for (label, spinners) in [("quiet", 0), ("busy", 2)] {
+    let latency_runs = if part("latency") {
+        &[("quiet", 0), ("busy", 2)][..]
+    } else {
+        &[]
+    };
+    for &(label, spinners) in latency_runs {
         let load = Spin::start(spinners);
-        let (c, f) = latency(&client, &emu, &lw, samples, label).await;
+        let (c, f, same) = latency(&client, &emu, &lw, samples, label).await;
         drop(load);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "apply → Ready=True, median of {samples}, {label} ({spinners} spinning threads): controller {:.1} ms, floor {:.1} ms, ratio {:.2} (goal <= 1.3)",
-            c.as_secs_f64() * 1e3,
-            f.as_secs_f64() * 1e3,
-            c.as_secs_f64() / f.as_secs_f64()
+            "apply → Ready=True, median of {samples}, {label} ({spinners} spinning threads): controller {:.1} ms; \
+             floor {:.1} ms, ratio {:.2} (goal <= 1.3); the same Kubernetes calls made in sequence {:.1} ms, ratio {:.2}",
+            ms(c),
+            ms(f),
+            ms(c) / ms(f),
+            ms(same),
+            ms(c) / ms(same)
         );
     }
 
-    // 2. Many notifiers across many domains, with the release controller binary.
-    namespace(&client, "fleet").await;
-    for d in 1..=domains {
-        credentials_secret(&client, "fleet", d).await;
+    if !part("fleet") {
+        plane.stop();
+        return;
     }
-    let (mut child, port) = spawn_controller(&plane);
+    // 2. Many notifiers across many domains, with the release controller binary: 1,000 in 100
+    // domains with resyncs, then 10,000 in 1,000 domains.
+    fleet(&plane, &client, &emu, "fleet", domains, per_domain, resyncs).await;
+    if !smoke {
+        fleet(
+            &plane,
+            &client,
+            &emu,
+            "fleet10k",
+            big_domains,
+            per_domain,
+            0,
+        )
+        .await;
+    }
+    plane.stop();
+}
+
+/// One fleet: `domains` × `per_domain` notifiers in namespace `ns`, all Ready; `resyncs` rounds
+/// of resync; a restart.
+async fn fleet(
+    plane: &ControlPlane,
+    client: &Client,
+    emu: &Emulator,
+    ns: &str,
+    domains: i64,
+    per_domain: i64,
+    resyncs: usize,
+) {
+    namespace(client, ns).await;
+    for d in 1..=domains {
+        credentials_secret(client, ns, d).await;
+    }
+    let (mut child, port) = spawn_controller(plane, ns);
     let total = domains * per_domain;
     let started = Instant::now();
     futures::stream::iter(1..=domains)
         .flat_map(|d| futures::stream::iter((0..per_domain).map(move |k| (d, k))))
         .map(|(d, k)| {
-            let (client, object) = (client.clone(), notifier(&format!("d{d}-n{k}"), d, &emu));
-            async move { apply(&client, "fleet", &object).await }
+            let (client, object) = (client.clone(), notifier(&format!("d{d}-n{k}"), d, emu));
+            async move { apply(&client, ns, &object).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    let fleet: Api<LineWorksNotifier> = Api::namespaced(client.clone(), "fleet");
+    let fleet: Api<LineWorksNotifier> = Api::namespaced(client.clone(), ns);
     loop {
         let list = fleet.list(&Default::default()).await.expect("list");
         let ready = list.items.iter().filter(|n| is_ready(Some(n))).count();
@@ -394,15 +538,22 @@ async fn main() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(600),
+            started.elapsed() < Duration::from_secs(900),
             "only {ready}/{total} Ready"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Listing 10,000 objects costs the API server: look less often for big fleets.
+        tokio::time::sleep(Duration::from_millis(if total > 2_000 {
+            2_000
+        } else {
+            200
+        }))
+        .await;
     }
     let all_ready = started.elapsed();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let calls_before = emu.total_requests();
+    let counts_before = emu.request_counts();
     let names: Vec<String> = fleet
         .list(&Default::default())
         .await
@@ -415,7 +566,7 @@ async fn main() {
     // A resync: a metadata change on every credentials Secret wakes each notifier that reads it
     // without changing anything the checks depend on (the controller ignores a notifier's own
     // metadata changes, and a new reconcile-requested-at value would ask for a re-check).
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "fleet");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for round in 0..resyncs {
         let before = metric(&http, &base, ok).await;
         futures::stream::iter(1..=domains)
@@ -450,16 +601,28 @@ async fn main() {
     let steady_calls = emu.total_requests() - calls_before;
     let peak = vm_hwm_kib(child.id()).unwrap_or_default();
     stop_controller(&mut child);
+    // Each new notifier calls each LINE WORKS API once (token, bot, bot domains, channel), so a
+    // domain's budget of 240 per API per minute allows its notifiers in per_domain/240 minutes.
+    let rate_floor = per_domain as f64 / 240.0 * 60.0;
+    let resynced = if resyncs > 0 {
+        format!(
+            "; LINE WORKS calls during {resyncs} resyncs of every notifier: {steady_calls} (goal 0){}",
+            calls_by_api(&counts_before, &emu.request_counts())
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{total} notifiers in {domains} domains: all Ready after {:.1} s; controller peak RSS {:.1} MiB; \
-         LINE WORKS calls during {resyncs} resyncs of every notifier: {steady_calls} (goal 0)",
+        "{total} notifiers in {domains} domains: all Ready after {:.1} s (the rate limits allow {rate_floor:.1} s); \
+         controller peak RSS {:.1} MiB{resynced}",
         all_ready.as_secs_f64(),
-        peak as f64 / 1024.0
+        peak as f64 / 1024.0,
     );
 
     // A restart of the steady fleet: the new controller reconciles every notifier once.
     let calls_before = emu.total_requests();
-    let (mut child, port) = spawn_controller(&plane);
+    let counts_before = emu.request_counts();
+    let (mut child, port) = spawn_controller(plane, ns);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -476,7 +639,7 @@ async fn main() {
     let restart_calls = emu.total_requests() - calls_before;
     stop_controller(&mut child);
     println!(
-        "LINE WORKS calls after a controller restart of the steady fleet of {total}: {restart_calls} (goal 0)"
+        "LINE WORKS calls after a controller restart of the steady fleet of {total}: {restart_calls} (goal 0){}",
+        calls_by_api(&counts_before, &emu.request_counts())
     );
-    plane.stop();
 }

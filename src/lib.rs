@@ -8,6 +8,7 @@ pub mod crd;
 pub mod demo;
 pub mod endpoints;
 pub(crate) mod http_server;
+pub mod kube_client;
 mod oauth_callback;
 pub mod reference;
 pub mod relay;

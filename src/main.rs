@@ -124,7 +124,7 @@ impl TargetArgs {
         (kube::Client, lineworks_operator::cli::NotifierRef),
         lineworks_operator::cli::CliError,
     > {
-        let client = kube::Client::try_default().await?;
+        let client = lineworks_operator::kube_client::from_environment().await?;
         let namespace = self
             .namespace
             .unwrap_or_else(|| client.default_namespace().to_string());
@@ -168,6 +168,10 @@ struct ControllerArgs {
     /// Shortest time between two renewals of one token, in milliseconds (tests shorten it).
     #[arg(long, default_value_t = 60_000, hide = true)]
     renewal_floor_ms: u64,
+    /// Reconciles in flight at once (0: no limit); bounds the controller's memory when
+    /// thousands of notifiers are new at once.
+    #[arg(long, default_value_t = lineworks_operator::controller::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+    max_concurrent_reconciles: u16,
     /// Allow spec.apiBaseURL/authBaseURL to name this host (or host:port) besides LINE WORKS's
     /// own; repeat or separate with commas. Default: none.
     #[arg(long = "allow-host", env = "ALLOWED_HOSTS", value_delimiter = ',')]
@@ -231,8 +235,23 @@ struct RelayArgs {
     extra_ca_file: Option<std::path::PathBuf>,
 }
 
+// `--features heap-profile`: every allocation is recorded (slow); the profile of the whole run
+// is written to $DHAT_FILE (default dhat-heap.json; "{pid}" in it becomes the process id) when
+// the process exits normally (SIGTERM). scripts/heap-top.py summarises it.
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    #[cfg(feature = "heap-profile")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(
+            std::env::var("DHAT_FILE")
+                .unwrap_or_else(|_| "dhat-heap.json".into())
+                .replace("{pid}", &std::process::id().to_string()),
+        )
+        .build();
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Crd => lineworks_operator::crd::crd_yaml()
@@ -249,6 +268,7 @@ async fn main() -> ExitCode {
                     request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
                     call_deadline: std::time::Duration::from_millis(args.call_deadline_ms),
                     renewal_floor: std::time::Duration::from_millis(args.renewal_floor_ms),
+                    max_concurrent_reconciles: args.max_concurrent_reconciles,
                     ..Default::default()
                 };
                 let state_key_secret = lineworks_operator::controller::StateKeySecret {

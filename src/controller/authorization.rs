@@ -59,6 +59,9 @@ pub struct Authorizer<'a> {
     pub secrets: &'a Api<Secret>,
     pub lineworks: &'a LineWorksClient,
     pub credentials: &'a Credentials,
+    /// The token Secret as read at the start of the reconcile (beside other reads), used by the
+    /// first read instead of asking the API server again; later reads ask.
+    pub token_secret: std::sync::Mutex<Option<Option<Secret>>>,
 }
 
 /// The token Secret as this reconcile found it.
@@ -272,9 +275,17 @@ impl Authorizer<'_> {
 
     /// Reads the token Secret; `None` after a verdict when it belongs to someone else.
     async fn read(&self, findings: &mut Findings) -> Result<Option<TokenSecret>, ReconcileError> {
-        let found = tokens::read(self.secrets, self.notifier)
-            .await
-            .map_err(kube_err("reading the token Secret"))?;
+        let prefetched = self
+            .token_secret
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let found = match prefetched {
+            Some(found) => tokens::read_from(found, self.notifier),
+            None => tokens::read(self.secrets, self.notifier)
+                .await
+                .map_err(kube_err("reading the token Secret"))?,
+        };
         Ok(Some(match found {
             Found::Nothing => TokenSecret {
                 usable: None,

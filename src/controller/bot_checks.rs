@@ -33,23 +33,40 @@ pub fn digest(notifier: &LineWorksNotifier, token_version: &str) -> String {
         .collect()
 }
 
-/// BotInService=True without a call, when this spec already passed with this token and status
-/// still says so.
+/// BotInService=True without a call, when this spec already passed with this token: in this
+/// process (the cached object may not show the status written by the pass yet: a reconcile that
+/// follows its own write closely), or before it, as status still says.
 pub fn remembered(
     ctx: &Context,
     key: &str,
     notifier: &LineWorksNotifier,
-    findings: &Findings,
+    findings: &mut Findings,
     authorized: &Authorized,
 ) -> Option<Verdict> {
     let want = digest(notifier, &authorized.version);
-    let same = ctx.verified(key).as_ref() == Some(&want)
-        || findings
-            .status
-            .bot_checks_passed
-            .as_ref()
-            .is_some_and(|p| p.digest == want);
-    (same && notifier.condition_is(ConditionType::BotInService, ConditionStatus::True)).then(|| {
+    let memory = ctx.verified(key).filter(|p| p.digest == want);
+    let in_memory = memory.is_some();
+    let in_status = findings
+        .status
+        .bot_checks_passed
+        .as_ref()
+        .is_some_and(|p| p.digest == want);
+    let in_service = notifier.condition_is(ConditionType::BotInService, ConditionStatus::True);
+    let remembered = in_memory || (in_status && in_service);
+    if !remembered {
+        tracing::debug!(
+            notifier = key,
+            in_memory,
+            in_status,
+            in_service,
+            "bot checks not remembered: checking"
+        );
+    }
+    if let Some(passed) = memory {
+        // Status is written from this object's copy, which may predate the pass.
+        findings.status.bot_checks_passed = Some(passed);
+    }
+    remembered.then(|| {
         Verdict::new(
             ConditionType::BotInService,
             ConditionStatus::True,
@@ -70,14 +87,12 @@ pub fn record(
 ) {
     match outcome {
         Ok(verdict) => {
-            let passed = verdict
-                .is_true()
-                .then(|| digest(notifier, &authorized.version));
-            ctx.set_verified(key, passed.clone());
-            findings.status.bot_checks_passed = passed.map(|digest| BotChecksPassed {
-                digest,
+            let passed = verdict.is_true().then(|| BotChecksPassed {
+                digest: digest(notifier, &authorized.version),
                 at: Time(k8s_openapi::jiff::Timestamp::now()),
             });
+            ctx.set_verified(key, passed.clone());
+            findings.status.bot_checks_passed = passed;
             findings.set(verdict);
         }
         Err(e) => {

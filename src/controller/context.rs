@@ -11,8 +11,8 @@ use kube::runtime::events::{Event, Recorder, Reporter};
 
 use super::metrics::{CallMetrics, Metrics};
 use super::verdict::{Verdict, unauthorized};
-use crate::api::LineWorksNotifier;
 use crate::api::conditions::Reason;
+use crate::api::{BotChecksPassed, LineWorksNotifier};
 use crate::endpoints::AllowedHosts;
 use lineworks_client::{LineWorksClient, RateLimits};
 
@@ -40,7 +40,15 @@ pub struct Settings {
     pub renewal_floor: Duration,
     /// Certificate authorities LINE WORKS connections trust besides the system's.
     pub extra_roots: lineworks_client::ExtraRoots,
+    /// Reconciles in flight at once (0: no limit). Each holds its future and its requests'
+    /// buffers: unbounded, 10,000 new notifiers meant 10,000 at once and hundreds of MiB.
+    pub max_concurrent_reconciles: u16,
 }
+
+/// The default of `max_concurrent_reconciles`: far above what one notifier's reconcile needs and
+/// what the API server absorbs, and more than one tenant's notifiers waiting on their own
+/// domain's LINE WORKS budget (each for at most the call deadline) are likely to fill.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 256;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -57,6 +65,7 @@ impl Default for Settings {
             allowed_hosts: AllowedHosts::default(),
             renewal_floor: DEFAULT_RENEWAL_FLOOR,
             extra_roots: Default::default(),
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }
@@ -75,7 +84,9 @@ pub struct Context {
     http: reqwest::Client,
     /// Per notifier: the digest the bot checks last passed with, beside status.botChecksPassed:
     /// a reconcile woken before its own status write reached the watch cache still sees it.
-    verified: Mutex<HashMap<String, String>>,
+    verified: Mutex<HashMap<String, BotChecksPassed>>,
+    /// Per notifier: the versions this controller's own writes replaced.
+    pub own_writes: super::own_writes::OwnWrites,
     /// Per notifier: consecutive failed reconciles, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Per notifier: the last attempt to replace an existing token (the renewal floor).
@@ -109,6 +120,7 @@ impl Context {
             limits: RateLimits::new(),
             http,
             verified: Mutex::default(),
+            own_writes: Default::default(),
             failures: Mutex::default(),
             renewal_attempts: Mutex::default(),
             rechecks: Mutex::default(),
@@ -160,14 +172,14 @@ impl Context {
         self.settings.call_deadline + self.settings.request_timeout + Duration::from_secs(1)
     }
 
-    pub fn verified(&self, key: &str) -> Option<String> {
+    pub fn verified(&self, key: &str) -> Option<BotChecksPassed> {
         lock(&self.verified).get(key).cloned()
     }
 
-    pub fn set_verified(&self, key: &str, digest: Option<String>) {
+    pub fn set_verified(&self, key: &str, passed: Option<BotChecksPassed>) {
         let mut map = lock(&self.verified);
-        match digest {
-            Some(d) => map.insert(key.to_string(), d),
+        match passed {
+            Some(p) => map.insert(key.to_string(), p),
             None => map.remove(key),
         };
     }
@@ -196,6 +208,7 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.reset_backoff(key);
         self.set_verified(key, None);
+        self.own_writes.forget(key);
         lock(&self.renewal_attempts).remove(key);
         lock(&self.rechecks).remove(key);
         self.refresh_requests.forget(key);

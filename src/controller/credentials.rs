@@ -27,9 +27,17 @@ pub async fn load(
     secrets: &Api<Secret>,
     notifier: &LineWorksNotifier,
 ) -> Result<Result<Credentials, Verdict>, kube::Error> {
+    let found = secrets
+        .get_opt(&notifier.spec.auth.credentials_secret_ref.name)
+        .await?;
+    Ok(check(found, notifier))
+}
+
+/// Checks the credentials Secret `found` (as read under the notifier's reference).
+pub fn check(found: Option<Secret>, notifier: &LineWorksNotifier) -> Result<Credentials, Verdict> {
     let reference = &notifier.spec.auth.credentials_secret_ref;
-    let Some(secret) = secrets.get_opt(&reference.name).await? else {
-        return Ok(Err(unauthorized(
+    let Some(secret) = found else {
+        return Err(unauthorized(
             Reason::CredentialsSecretMissing,
             format!(
                 "Secret {} not found in this namespace: create it with keys {} and {} from LINE WORKS Developer Console > API 2.0 > (app){}",
@@ -44,7 +52,7 @@ pub async fn load(
                     AuthMode::UserAccount => String::new(),
                 }
             ),
-        )));
+        ));
     };
     let allowed = secret
         .metadata
@@ -55,13 +63,13 @@ pub async fn load(
     if !secret_allows(allowed.map(String::as_str), name) {
         // Checked before any value is read: nothing from a Secret that has not opted in reaches
         // LINE WORKS, status or events.
-        return Ok(Err(unauthorized(
+        return Err(unauthorized(
             Reason::CredentialsSecretNotAllowed,
             format!(
                 "Secret {} does not allow notifier {name} to use it: if it holds this app's credentials, annotate it with {ALLOWED_NOTIFIERS_ANNOTATION}={name} (notifier names separated by commas, or * for every notifier in this namespace)",
                 reference.name
             ),
-        )));
+        ));
     }
     let value = |key: &str| -> Option<SecretString> {
         let bytes = secret.data.as_ref()?.get(key)?;
@@ -91,7 +99,7 @@ pub async fn load(
         .filter(|k| value(k).is_none())
         .collect();
     if !missing.is_empty() {
-        return Ok(Err(unauthorized(
+        return Err(unauthorized(
             Reason::CredentialsKeyMissing,
             format!(
                 "Secret {} has no (or an empty) {}: add {} from LINE WORKS Developer Console > API 2.0 > (app)",
@@ -99,16 +107,16 @@ pub async fn load(
                 missing.join(", "),
                 if missing.len() == 1 { "it" } else { "them" }
             ),
-        )));
+        ));
     }
     let (Some(client_id), Some(client_secret)) = (
         value(&reference.client_id_key),
         value(&reference.client_secret_key),
     ) else {
-        return Ok(Err(unauthorized(
+        return Err(unauthorized(
             Reason::CredentialsKeyMissing,
             "credentials vanished while reading",
-        )));
+        ));
     };
     let mut hash = Sha256::new();
     for part in [client_id.expose_secret(), client_secret.expose_secret()] {
@@ -124,10 +132,10 @@ pub async fn load(
                 })
                 .unwrap_or_default();
             let Some(key) = value(&reference.private_key_key) else {
-                return Ok(Err(unauthorized(
+                return Err(unauthorized(
                     Reason::CredentialsKeyMissing,
                     "private key vanished while reading",
-                )));
+                ));
             };
             hash.update(id.as_bytes());
             hash.update([0]);
@@ -135,24 +143,24 @@ pub async fn load(
             match ServiceAccount::new(id, &key) {
                 Ok(account) => Some(account),
                 Err(e) => {
-                    return Ok(Err(unauthorized(
+                    return Err(unauthorized(
                         Reason::PrivateKeyInvalid,
                         format!(
                             "key {} of Secret {}: {e}; store the whole key file, or (LINE WORKS offers no second download) issue a new key in Developer Console > API 2.0 > (app) > Service Account > Private Key (再発行) and store that",
                             reference.private_key_key, reference.name
                         ),
-                    )));
+                    ));
                 }
             }
         }
     };
     let digest = hash.finalize();
-    Ok(Ok(Credentials {
+    Ok(Credentials {
         client: ClientCredentials {
             client_id: client_id.expose_secret().to_string(),
             client_secret,
         },
         service_account,
         fingerprint: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
-    }))
+    })
 }

@@ -18,6 +18,7 @@ mod leadership;
 mod metrics;
 mod notifier_gauges;
 pub mod oauth_state;
+mod own_writes;
 mod progress;
 mod reconcile;
 mod refresh_requests;
@@ -44,7 +45,7 @@ use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 
-pub use context::{Context, Settings};
+pub use context::{Context, DEFAULT_MAX_CONCURRENT_RECONCILES, Settings};
 pub use oauth_state::{StateKey, StateKeySecret};
 
 /// Where the controller serves the OAuth callback unless told otherwise.
@@ -131,7 +132,9 @@ impl Default for Options {
 
 /// Runs against the default kubeconfig until SIGTERM/SIGINT.
 pub async fn run(options: Options) -> Result<(), StartError> {
-    let client = Client::try_default().await.map_err(StartError::Connect)?;
+    let client = crate::kube_client::from_environment()
+        .await
+        .map_err(StartError::Connect)?;
     run_with(client, options, shutdown_signal()).await
 }
 
@@ -256,7 +259,10 @@ pub async fn run_with(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(work_inputs, PredicateConfig::default());
-    let controller = Controller::for_stream(triggers, reader);
+    let controller = Controller::for_stream(triggers, reader).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(options.settings.max_concurrent_reconciles),
+    );
     let store = controller.store();
     let token_secrets = watcher(
         secrets.clone(),

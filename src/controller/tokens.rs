@@ -126,56 +126,32 @@ pub enum Found {
 /// endpoint that hands out tokens living a second must not make the controller call it (and
 /// write the Secret) in a loop.
 pub fn renew_at(tokens: &TokenSet, floor: Duration) -> SystemTime {
-    tokens.issued_at + tokens.expires_in.mul_f64(0.75).max(floor)
+    // Bounded by what `stored_tokens` accepts; past what SystemTime holds means "renew now".
+    tokens
+        .issued_at
+        .checked_add(tokens.expires_in.mul_f64(0.75).max(floor))
+        .unwrap_or(tokens.issued_at)
 }
 
 pub async fn read(
     secrets: &Api<Secret>,
     notifier: &LineWorksNotifier,
 ) -> Result<Found, kube::Error> {
-    let Some(secret) = secrets.get_opt(&notifier.token_secret_name()).await? else {
-        return Ok(Found::Nothing);
+    let found = secrets.get_opt(&notifier.token_secret_name()).await?;
+    Ok(read_from(found, notifier))
+}
+
+/// What the token Secret `found` (as read under the notifier's token Secret name) holds.
+pub fn read_from(found: Option<Secret>, notifier: &LineWorksNotifier) -> Found {
+    let Some(secret) = found else {
+        return Found::Nothing;
     };
     if !controlled_by(&secret.metadata, notifier.metadata.uid.as_deref()) {
-        return Ok(Found::Foreign);
+        return Found::Foreign;
     }
     let data = secret.data.clone().unwrap_or_default();
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .filter(|s| !s.is_empty())
-    };
-    let number = |key: &str| text(key).and_then(|s| s.parse::<u64>().ok());
-    // Whoever may edit Secrets in the namespace may write any number here: a time past what
-    // SystemTime holds is no time, not a panic.
-    let time = |key: &str| number(key).and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
-    let times = (
-        number(ISSUED_AT),
-        number(EXPIRES_AT),
-        time(ISSUED_AT),
-        time(EXPIRES_AT),
-    );
-    let stored = match (text(ACCESS_TOKEN), times) {
-        (Some(access), (Some(issued), Some(expires), Some(issued_at), Some(_)))
-            if expires > issued =>
-        {
-            Some(Box::new(Stored {
-                tokens: TokenSet {
-                    access_token: SecretString::from(access),
-                    refresh_token: text(REFRESH_TOKEN).map(SecretString::from),
-                    token_type: text(TOKEN_TYPE).unwrap_or_else(|| "Bearer".into()),
-                    scope: text(SCOPE).unwrap_or_default(),
-                    issued_at,
-                    expires_in: Duration::from_secs(expires - issued),
-                },
-                fingerprint: text(FINGERPRINT).unwrap_or_default(),
-                requested_scopes: text(REQUESTED_SCOPES),
-                refresh_issued_at: time(REFRESH_TOKEN_ISSUED_AT)
-                    .filter(|_| text(REFRESH_TOKEN).is_some()),
-            }))
-        }
-        _ => None,
-    };
+    let text = |key: &str| text_of(&data, key);
+    let stored = stored_tokens(&data, SystemTime::now());
     let pending_state = text(AUTHORIZATION_STATE);
     let authorization_failure = text(AUTHORIZATION_FAILURE).map(|v| {
         let (code, fingerprint) = v.split_once(' ').unwrap_or((v.as_str(), ""));
@@ -188,13 +164,56 @@ pub async fn read(
         .annotations()
         .get(REFRESH_CLAIM_ANNOTATION)
         .and_then(|v| RefreshClaim::parse(v));
-    Ok(Found::Ours {
+    Found::Ours {
         stored,
         pending_state,
         refresh_claim,
         authorization_failure,
         secret: Box::new(secret),
-    })
+    }
+}
+
+/// The longest token lifetime taken from a token Secret. LINE WORKS issues access tokens for a
+/// day; whoever may edit Secrets in the namespace may write any number, and a token that seems
+/// valid for years would never be renewed (nor its checks re-run).
+const LONGEST_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+/// How far in the future an issue time may lie (clock skew between replicas) before it is junk.
+const SKEW: Duration = Duration::from_secs(300);
+
+fn text_of(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
+    data.get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// The tokens a Secret's data holds, if they read as tokens this controller could have written:
+/// times SystemTime can hold, expiry after issue, a lifetime of at most [`LONGEST_LIFETIME`], an
+/// issue time not in the future. Anything else is no stored token (a new one is obtained).
+fn stored_tokens(data: &BTreeMap<String, ByteString>, now: SystemTime) -> Option<Box<Stored>> {
+    let text = |key: &str| text_of(data, key);
+    let number = |key: &str| text(key).and_then(|s| s.parse::<u64>().ok());
+    let time = |key: &str| number(key).and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    let (issued, expires) = (number(ISSUED_AT)?, number(EXPIRES_AT)?);
+    let issued_at = time(ISSUED_AT)?;
+    let lifetime = Duration::from_secs(expires.checked_sub(issued).filter(|l| *l > 0)?);
+    if lifetime > LONGEST_LIFETIME || issued_at > now + SKEW {
+        return None;
+    }
+    Some(Box::new(Stored {
+        tokens: TokenSet {
+            access_token: SecretString::from(text(ACCESS_TOKEN)?),
+            refresh_token: text(REFRESH_TOKEN).map(SecretString::from),
+            token_type: text(TOKEN_TYPE).unwrap_or_else(|| "Bearer".into()),
+            scope: text(SCOPE).unwrap_or_default(),
+            issued_at,
+            expires_in: lifetime,
+        },
+        fingerprint: text(FINGERPRINT).unwrap_or_default(),
+        requested_scopes: text(REQUESTED_SCOPES),
+        refresh_issued_at: time(REFRESH_TOKEN_ISSUED_AT)
+            .filter(|t| *t <= now + SKEW)
+            .filter(|_| text(REFRESH_TOKEN).is_some()),
+    }))
 }
 
 /// Writes the tokens, whose refresh token was issued at `refresh_issued_at`; fails with a 409 if
@@ -396,4 +415,98 @@ pub async fn store(
         }
     }
     Err(ReconcileError::Conflict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn tokens_this_controller_could_have_written_are_read() {
+        let found = stored_tokens(
+            &data(&[
+                (ACCESS_TOKEN, "a"),
+                (REFRESH_TOKEN, "r"),
+                (ISSUED_AT, "1000"),
+                (EXPIRES_AT, "87400"),
+                (REFRESH_TOKEN_ISSUED_AT, "900"),
+            ]),
+            at(2000),
+        )
+        .map(|s| (s.tokens.expires_in, s.refresh_issued_at));
+        assert_eq!(found, Some((Duration::from_secs(86_400), Some(at(900)))));
+    }
+
+    #[test]
+    fn times_a_tenant_could_write_to_stall_or_crash_renewal_are_no_token() {
+        let now = at(1_800_000_000);
+        let max = u64::MAX.to_string();
+        let cases: [&[(&str, &str)]; 6] = [
+            // Past what SystemTime holds.
+            &[(ACCESS_TOKEN, "a"), (ISSUED_AT, &max), (EXPIRES_AT, &max)],
+            &[(ACCESS_TOKEN, "a"), (ISSUED_AT, "0"), (EXPIRES_AT, &max)],
+            // Valid for centuries: never renewed, its checks never re-run.
+            &[
+                (ACCESS_TOKEN, "a"),
+                (ISSUED_AT, "1799999000"),
+                (EXPIRES_AT, "9999999999"),
+            ],
+            // Issued in the future.
+            &[
+                (ACCESS_TOKEN, "a"),
+                (ISSUED_AT, "1900000000"),
+                (EXPIRES_AT, "1900086400"),
+            ],
+            // Expiring before it was issued, or at once.
+            &[
+                (ACCESS_TOKEN, "a"),
+                (ISSUED_AT, "1799999000"),
+                (EXPIRES_AT, "1799998000"),
+            ],
+            &[
+                (ACCESS_TOKEN, "a"),
+                (ISSUED_AT, "1799999000"),
+                (EXPIRES_AT, "1799999000"),
+            ],
+        ];
+        for case in cases {
+            assert!(stored_tokens(&data(case), now).is_none(), "{case:?}");
+        }
+        // A refresh token "issued" in the future has no issue time (its lapse date is unknown).
+        let future_refresh = stored_tokens(
+            &data(&[
+                (ACCESS_TOKEN, "a"),
+                (REFRESH_TOKEN, "r"),
+                (ISSUED_AT, "1799999000"),
+                (EXPIRES_AT, "1800085400"),
+                (REFRESH_TOKEN_ISSUED_AT, &max),
+            ]),
+            now,
+        );
+        assert_eq!(future_refresh.map(|s| s.refresh_issued_at), Some(None));
+    }
+
+    #[test]
+    fn renewal_time_never_overflows() {
+        let tokens = TokenSet {
+            access_token: SecretString::from("a".to_string()),
+            refresh_token: None,
+            token_type: "Bearer".into(),
+            scope: String::new(),
+            issued_at: UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 / 2),
+            expires_in: Duration::from_secs(u64::MAX / 2),
+        };
+        assert_eq!(renew_at(&tokens, Duration::from_secs(60)), tokens.issued_at);
+    }
 }

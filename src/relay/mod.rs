@@ -465,7 +465,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
 
 /// `lineworks-operator relay`: serves until SIGTERM/SIGINT, then drains.
 pub async fn run(options: RelayOptions) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::try_default().await?;
+    let client = crate::kube_client::from_environment().await?;
     let handle = start(client, options).await?;
     tracing::info!(addr = %handle.addr, "relay serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

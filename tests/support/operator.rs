@@ -58,6 +58,8 @@ pub fn settings() -> Settings {
         // Tokens here live seconds; the production floor is a minute.
         renewal_floor: Duration::from_secs(1),
         extra_roots: Default::default(),
+        max_concurrent_reconciles:
+            lineworks_operator::controller::DEFAULT_MAX_CONCURRENT_RECONCILES,
     }
 }
 

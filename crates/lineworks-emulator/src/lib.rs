@@ -275,6 +275,11 @@ impl Emulator {
             .unwrap_or_default()
     }
 
+    /// Requests received so far per API name (admin included), faulted ones included.
+    pub fn request_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state.lock().requests.clone()
+    }
+
     /// Requests received for every API except admin, faulted ones included.
     pub fn total_requests(&self) -> u64 {
         self.state
