@@ -44,7 +44,12 @@ pub fn remembered(
     authorized: &Authorized,
 ) -> Option<Verdict> {
     let want = digest(notifier, &authorized.version);
-    let memory = ctx.verified(key).filter(|p| p.digest == want);
+    // This process's pass counts for the generation it was made for: a spec change (any field:
+    // a new test notification id, say) checks again, as a current BotInService=True requires.
+    let memory = ctx
+        .verified(key)
+        .filter(|(p, generation)| p.digest == want && *generation == notifier.metadata.generation)
+        .map(|(p, _)| p);
     let in_memory = memory.is_some();
     let in_status = findings
         .status
@@ -91,7 +96,10 @@ pub fn record(
                 digest: digest(notifier, &authorized.version),
                 at: Time(k8s_openapi::jiff::Timestamp::now()),
             });
-            ctx.set_verified(key, passed.clone());
+            ctx.set_verified(
+                key,
+                passed.clone().map(|p| (p, notifier.metadata.generation)),
+            );
             findings.status.bot_checks_passed = passed;
             findings.set(verdict);
         }

@@ -84,7 +84,7 @@ pub struct Context {
     http: reqwest::Client,
     /// Per notifier: the digest the bot checks last passed with, beside status.botChecksPassed:
     /// a reconcile woken before its own status write reached the watch cache still sees it.
-    verified: Mutex<HashMap<String, BotChecksPassed>>,
+    verified: Mutex<HashMap<String, (BotChecksPassed, Option<i64>)>>,
     /// Per notifier: the versions this controller's own writes replaced.
     pub own_writes: super::own_writes::OwnWrites,
     /// Per notifier: consecutive failed reconciles, for exponential backoff.
@@ -172,11 +172,12 @@ impl Context {
         self.settings.call_deadline + self.settings.request_timeout + Duration::from_secs(1)
     }
 
-    pub fn verified(&self, key: &str) -> Option<BotChecksPassed> {
+    /// The last pass of the bot checks in this process, and the generation it was for.
+    pub fn verified(&self, key: &str) -> Option<(BotChecksPassed, Option<i64>)> {
         lock(&self.verified).get(key).cloned()
     }
 
-    pub fn set_verified(&self, key: &str, passed: Option<BotChecksPassed>) {
+    pub fn set_verified(&self, key: &str, passed: Option<(BotChecksPassed, Option<i64>)>) {
         let mut map = lock(&self.verified);
         match passed {
             Some(p) => map.insert(key.to_string(), p),

@@ -19,6 +19,7 @@ mod metrics;
 mod notifier_gauges;
 pub mod oauth_state;
 mod own_writes;
+mod prefetch;
 mod progress;
 mod reconcile;
 mod refresh_requests;

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
@@ -17,12 +16,13 @@ use super::authorization::{Authorizer, Renewal};
 use super::context::Context;
 use super::findings::Findings;
 use super::metrics::{ReasonLabel, ResultLabel, Written};
+use super::prefetch::Prefetched;
 use super::verdict::{Verdict, not_in_service};
 use super::{bot_checks, credentials, diagnosis, status, test_notification};
 use crate::api::conditions::{ConditionType, Reason};
 use crate::api::contract::RECONCILE_REQUESTED_ANNOTATION;
 use crate::api::deliverable::Deliverable;
-use crate::api::{AuthMode, LineWorksNotifier};
+use crate::api::{AuthMode, DeliveryResult, LineWorksNotifier};
 
 /// Failures that stop a reconcile before it can report in status (the API server itself).
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,12 @@ async fn reconcile_unguarded(
     // The Secrets the checks start from are read while the finalizer is written.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let (finalized, prefetched) = tokio::join!(
-        Box::pin(with_finalizer(&api, Arc::clone(&notifier), &ctx, &key)),
+        Box::pin(super::revocation::with_finalizer(
+            &api,
+            Arc::clone(&notifier),
+            &ctx,
+            &key
+        )),
         Box::pin(Prefetched::read(&secrets, &notifier)),
     );
     let result = match finalized {
@@ -124,88 +129,6 @@ async fn reconcile_unguarded(
         })
         .inc();
     result
-}
-
-/// Adds the revocation finalizer if missing and returns the object as written, so the first
-/// checks run in this same reconcile: kube's helper adds it and stops, and waiting for the watch
-/// event of that write made every new notifier a round trip slower to become Ready. The patch
-/// tests the list it extends, as the helper's does (two writers never duplicate it). A failed
-/// test means the cached copy is older than the object (mostly: this controller's own write,
-/// whose watch event has not arrived yet), so the object is read again instead of failing.
-async fn with_finalizer(
-    api: &Api<LineWorksNotifier>,
-    mut notifier: Arc<LineWorksNotifier>,
-    ctx: &Context,
-    key: &str,
-) -> Result<Arc<LineWorksNotifier>, ReconcileError> {
-    let fin = super::revocation::FINALIZER;
-    for _ in 0..3 {
-        let finalizers = notifier.finalizers();
-        if notifier.metadata.deletion_timestamp.is_some() || finalizers.iter().any(|f| f == fin) {
-            return Ok(notifier);
-        }
-        let operations = if finalizers.is_empty() {
-            serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": null},
-                {"op": "add", "path": "/metadata/finalizers", "value": [fin]},
-            ])
-        } else {
-            serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": fin},
-            ])
-        };
-        let patch: json_patch::Patch = serde_json::from_value(operations)
-            .map_err(|e| ReconcileError::Finalizer(e.to_string()))?;
-        let name = notifier.name_any();
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
-            Ok(written) => {
-                ctx.own_writes
-                    .wrote_over(key, notifier.metadata.resource_version.clone());
-                return Ok(Arc::new(written));
-            }
-            Err(kube::Error::Api(answer)) if answer.code == 422 => {
-                notifier = Arc::new(
-                    api.get(&name)
-                        .await
-                        .map_err(kube_err("re-reading the notifier"))?,
-                );
-            }
-            Err(e) => return Err(kube_err("adding the finalizer")(e)),
-        }
-    }
-    Err(ReconcileError::Finalizer(
-        "the notifier's finalizers kept changing while adding this operator's".into(),
-    ))
-}
-
-/// The credentials and token Secrets as read at the start of a reconcile that will check.
-#[derive(Default)]
-struct Prefetched {
-    credentials: Option<Option<Secret>>,
-    token_secret: Option<Option<Secret>>,
-}
-
-impl Prefetched {
-    /// Both Secrets at once, for a notifier that will be checked (not deleted, not suspended).
-    /// A failed read is left to the step that needs it, which reads again and reports it.
-    async fn read(secrets: &Api<Secret>, notifier: &LineWorksNotifier) -> Self {
-        if notifier.metadata.deletion_timestamp.is_some() || notifier.spec.suspend {
-            return Self::default();
-        }
-        let token_secret_name = notifier.token_secret_name();
-        let (credentials, token_secret) = tokio::join!(
-            secrets.get_opt(&notifier.spec.auth.credentials_secret_ref.name),
-            secrets.get_opt(&token_secret_name),
-        );
-        Self {
-            credentials: credentials.ok(),
-            token_secret: token_secret.ok(),
-        }
-    }
 }
 
 /// kube's finalizer helper: Apply runs the checks (the finalizer is there), Cleanup revokes.
@@ -460,6 +383,11 @@ async fn steps(
             .duration_since(SystemTime::now())
             .unwrap_or_default(),
     );
+    let sent_before = findings
+        .status
+        .last_test_notification
+        .as_ref()
+        .map(|t| (t.id.clone(), t.sent_at.clone()));
     Box::pin(test_notification::run(
         notifier,
         notifiers,
@@ -467,7 +395,23 @@ async fn steps(
         &authorized.token,
         findings,
     ))
-    .await
+    .await?;
+    // A test notification sent now that did not reach every target is news the remembered
+    // pass predates (the bot left the room, a user was deleted): the next reconcile, which
+    // backoff brings soon since the notifier is not Ready, checks again and says which.
+    let failed_now = findings
+        .status
+        .last_test_notification
+        .as_ref()
+        .is_some_and(|t| {
+            sent_before.as_ref() != Some(&(t.id.clone(), t.sent_at.clone()))
+                && t.result != DeliveryResult::Delivered
+        });
+    if failed_now {
+        ctx.set_verified(key, None);
+        findings.status.bot_checks_passed = None;
+    }
+    Ok(())
 }
 
 /// The notifier's gauges, from what this reconcile concluded.
