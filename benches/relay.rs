@@ -121,6 +121,23 @@ where
     }
 }
 
+/// A round of visitor notifications (DM to the host) through the relay at `base`.
+async fn relay_round(http: &reqwest::Client, base: &str, n: usize, concurrency: usize) -> Round {
+    round(n, concurrency, |i| {
+        let request = http
+            .post(format!("{base}/v1/notifications"))
+            .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}));
+        async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await
+}
+
 /// A direct round on a thread and runtime of its own, so the CPU time it reports is the direct
 /// client's alone (the emulator and the rest of the benchmark run on the main runtime).
 fn direct_round(
@@ -333,19 +350,7 @@ async fn main() {
         let d = direct_round(&emu, &token, &content, n, concurrency);
         emu.clear_delivered();
         let relay_cpu = process_cpu(relay.id());
-        let mut v = round(n, concurrency, |i| {
-            let request = http
-                .post(format!("{base}/v1/notifications"))
-                .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}));
-            async move {
-                request
-                    .send()
-                    .await
-                    .map(|r| r.status() == 200)
-                    .unwrap_or(false)
-            }
-        })
-        .await;
+        let mut v = relay_round(&http, &base, n, concurrency).await;
         v.cpu = (process_cpu(relay.id()) - relay_cpu) / n as u32;
         emu.clear_delivered();
         for (name, x) in [("direct", &d), ("relay", &v)] {
@@ -371,22 +376,7 @@ async fn main() {
     let (mut slow_direct, mut slow_relay) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         slow_direct.push(direct_round(&emu, &token, &content, slow_n, concurrency).p50);
-        slow_relay.push(
-            round(slow_n, concurrency, |i| {
-                let request = http
-                    .post(format!("{base}/v1/notifications"))
-                    .json(&json!({"visitor": {"name": format!("s{i}")}, "host": "jinji"}));
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map(|r| r.status() == 200)
-                        .unwrap_or(false)
-                }
-            })
-            .await
-            .p50,
-        );
+        slow_relay.push(relay_round(&http, &base, slow_n, concurrency).await.p50);
     }
     emu.clear_faults();
     emu.clear_delivered();
