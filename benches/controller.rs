@@ -13,10 +13,11 @@
 //!    both is zero; then the same (without resyncs) for 10,000 notifiers across 1,000 domains.
 //!
 //! `make bench` (cargo bench --bench controller). Under `cargo test` it runs a small smoke version.
-//! `cargo bench --bench controller -- latency` (or `fleet`) runs one part;
+//! `cargo bench --bench controller -- latency` (or `fleet`, `fleet10k`) runs one part;
 //! LINEWORKS_BENCH_TRACE=<filter> logs the in-process controller of part 1 to stderr and
 //! LINEWORKS_BENCH_LOG=<filter> keeps the controller binary's log of part 2 in
-//! target/bench-controller.log.
+//! target/bench-controller.log; LINEWORKS_BENCH_BINARY=<path> runs another build of the
+//! controller in part 2 (the image's musl binary, whose allocator differs).
 
 use lineworks_operator::api::conditions::{ConditionExt, ConditionStatus, ConditionType};
 use std::collections::BTreeMap;
@@ -358,7 +359,11 @@ fn spawn_controller(plane: &ControlPlane, ns: &str) -> (std::process::Child, u16
         .local_addr()
         .expect("addr")
         .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lineworks-operator"))
+    // LINEWORKS_BENCH_BINARY measures another build of the controller (the image's musl one,
+    // say: target/image-build/x86_64-unknown-linux-musl/release/lineworks-operator).
+    let binary = std::env::var("LINEWORKS_BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lineworks-operator").into());
+    let child = std::process::Command::new(binary)
         .args([
             "controller",
             "--allow-host=127.0.0.1",
@@ -430,7 +435,7 @@ async fn main() {
     // `-- --bench latency` or `-- --bench fleet` runs one part.
     let part = |name: &str| {
         let named: Vec<String> = std::env::args()
-            .filter(|a| a == "latency" || a == "fleet")
+            .filter(|a| a == "latency" || a == "fleet" || a == "fleet10k")
             .collect();
         named.is_empty() || named.iter().any(|a| a == name)
     };
@@ -481,14 +486,16 @@ async fn main() {
         );
     }
 
-    if !part("fleet") {
+    if !part("fleet") && !part("fleet10k") {
         plane.stop();
         return;
     }
     // 2. Many notifiers across many domains, with the release controller binary: 1,000 in 100
     // domains with resyncs, then 10,000 in 1,000 domains.
-    fleet(&plane, &client, &emu, "fleet", domains, per_domain, resyncs).await;
-    if !smoke {
+    if part("fleet") {
+        fleet(&plane, &client, &emu, "fleet", domains, per_domain, resyncs).await;
+    }
+    if !smoke && part("fleet10k") {
         fleet(
             &plane,
             &client,
