@@ -4,8 +4,9 @@
 //! userAccount mode can only refresh: without a refresh token it offers an authorization URL
 //! for an administrator, and each refresh is claimed on the token Secret first (see
 //! docs/design.md, "Refresh with Refresh Token Rotation ON"; that flow is in `user_account.rs`).
-//! New tokens are stored before they are used: with rotation ON the old refresh token is already
-//! dead. No token request goes out sooner than the renewal floor after the last one.
+//! New tokens are stored before anything outside the reconcile sees them (the relay, status),
+//! while their first use (the bot checks) runs: with rotation ON the old refresh token is already
+//! dead, so a failed write fails the reconcile. No token request goes out sooner than the renewal floor after the last one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,13 +101,90 @@ pub(super) struct Gate {
     pub(super) now: SystemTime,
 }
 
+/// New tokens not yet in the token Secret.
+struct Unstored {
+    tokens: TokenSet,
+    refresh_issued_at: SystemTime,
+    /// The token Secret's resourceVersion the write is conditional on.
+    version: Option<String>,
+}
+
 impl Authorizer<'_> {
-    /// A usable token, or `None` after setting the Authorized verdict that says why not.
+    /// A usable token, stored, or `None` after setting the Authorized verdict that says why not.
     pub async fn authorize(
         &self,
         renewal: Renewal,
         findings: &mut Findings,
     ) -> Result<Option<Authorized>, ReconcileError> {
+        Ok(self
+            .authorize_with(
+                renewal,
+                findings,
+                async |_: &Authorized, _: &mut Findings| {},
+            )
+            .await?
+            .map(|(authorized, ())| authorized))
+    }
+
+    /// [`Self::authorize`], and `first_use` of the token. New tokens are written to the token
+    /// Secret while `first_use` runs (the bot checks, on the apply → Ready path), not before it:
+    /// nothing outside this reconcile sees them until the write succeeded (the relay reads them
+    /// from the Secret, status is written after), and if the write fails the reconcile fails
+    /// with it and `first_use`'s result is dropped. With rotation ON the new refresh token must
+    /// be kept; using its access token once meanwhile does not change that.
+    pub async fn authorize_with<T>(
+        &self,
+        renewal: Renewal,
+        findings: &mut Findings,
+        first_use: impl AsyncFnOnce(&Authorized, &mut Findings) -> T,
+    ) -> Result<Option<(Authorized, T)>, ReconcileError> {
+        let Some((authorized, unstored)) = self.obtain(renewal, findings).await? else {
+            return Ok(None);
+        };
+        let Some(unstored) = unstored else {
+            let used = first_use(&authorized, findings).await;
+            return Ok(Some((authorized, used)));
+        };
+        let (stored, used) = tokio::join!(
+            Box::pin(self.store(unstored)),
+            first_use(&authorized, findings)
+        );
+        if let Some(lapses) = stored? {
+            findings.status.refresh_token_expires_at = Some(Time(to_timestamp(lapses)));
+        }
+        Ok(Some((authorized, used)))
+    }
+
+    /// Writes new tokens to the token Secret; when their refresh token lapses.
+    async fn store(&self, unstored: Unstored) -> Result<Option<SystemTime>, ReconcileError> {
+        let Unstored {
+            tokens,
+            refresh_issued_at,
+            version,
+        } = unstored;
+        tokens::store(
+            self.secrets,
+            self.notifier,
+            (&tokens, refresh_issued_at),
+            &self.credentials.fingerprint,
+            version,
+        )
+        .await?;
+        self.ctx.metrics.wrote(Written::TokenSecret);
+        Ok(tokens
+            .refresh_token
+            .is_some()
+            .then(|| refresh_issued_at.checked_add(REFRESH_TOKEN_LIFETIME))
+            .flatten())
+    }
+
+    /// A usable token (with the new tokens still to store, if it is new), or `None` after
+    /// setting the Authorized verdict that says why not.
+    async fn obtain(
+        &self,
+        renewal: Renewal,
+        findings: &mut Findings,
+    ) -> Result<Option<(Authorized, Option<Unstored>)>, ReconcileError> {
         let Some(stored) = self.read(findings).await? else {
             return Ok(None);
         };
@@ -127,7 +205,7 @@ impl Authorizer<'_> {
             && !forced
             && tokens::renew_at(&s.tokens, floor) > now
         {
-            return Ok(Some(accept(&s.tokens, floor, findings)));
+            return Ok(Some((accept(&s.tokens, floor, findings), None)));
         }
         let gate = Gate {
             renewal,
@@ -158,7 +236,7 @@ impl Authorizer<'_> {
         let (result, claimed) = match attempt {
             Attempt::Sent { result, claimed } => (result, claimed),
             Attempt::Stopped => return Ok(None),
-            Attempt::Deferred(authorized) => return Ok(authorized),
+            Attempt::Deferred(authorized) => return Ok(authorized.map(|a| (a, None))),
         };
         let tokens = match result {
             Ok(t) => t,
@@ -169,7 +247,8 @@ impl Authorizer<'_> {
                     stored.usable.as_deref().filter(|_| !forced),
                     now,
                     findings,
-                ));
+                )
+                .map(|a| (a, None)));
             }
         };
         let version = claimed
@@ -198,21 +277,15 @@ impl Authorizer<'_> {
             })
             .flatten()
             .unwrap_or(tokens.issued_at);
-        tokens::store(
-            self.secrets,
-            self.notifier,
-            (&tokens, refresh_issued_at),
-            &self.credentials.fingerprint,
-            version,
-        )
-        .await?;
-        self.ctx.metrics.wrote(Written::TokenSecret);
-        if tokens.refresh_token.is_some()
-            && let Some(lapses) = refresh_issued_at.checked_add(REFRESH_TOKEN_LIFETIME)
-        {
-            findings.status.refresh_token_expires_at = Some(Time(to_timestamp(lapses)));
-        }
-        Ok(Some(accept(&tokens, floor, findings)))
+        let authorized = accept(&tokens, floor, findings);
+        Ok(Some((
+            authorized,
+            Some(Unstored {
+                tokens,
+                refresh_issued_at,
+                version,
+            }),
+        )))
     }
 
     /// When the current token may be replaced, if there is one.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{PostParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 
@@ -18,15 +19,21 @@ use crate::api::contract::{caller_secret, controlled_by};
 
 /// The name of the notifier's caller Secret once it holds a token the notifier controls, or
 /// `None` when a Secret of that name belongs to someone else (the relay then accepts no caller
-/// for this notifier; an Event says what to do).
+/// for this notifier; an Event says what to do). `prefetched`: the Secret's metadata as read at
+/// the start of the reconcile, if it was.
 pub async fn ensure(
     secrets: &Api<Secret>,
     notifier: &LineWorksNotifier,
     ctx: &Context,
+    prefetched: Option<Option<PartialObjectMeta<Secret>>>,
 ) -> Result<Option<String>, kube::Error> {
     let name = caller_secret::name(&notifier.name_any());
     let owner = notifier.metadata.uid.as_deref();
-    let existing = match secrets.get_metadata_opt(&name).await? {
+    let found = match prefetched {
+        Some(found) => found,
+        None => secrets.get_metadata_opt(&name).await?,
+    };
+    let existing = match found {
         Some(found) => Some(found),
         None => match secrets
             .create(&post_params(), &fresh(notifier, &name))

@@ -12,7 +12,7 @@ use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use lineworks_client::LineWorksError;
 
-use super::authorization::{Authorizer, Renewal};
+use super::authorization::{Authorized, Authorizer, Renewal};
 use super::context::Context;
 use super::findings::Findings;
 use super::metrics::{ReasonLabel, ResultLabel, Written};
@@ -154,7 +154,7 @@ async fn finalize(
 async fn run(
     notifier: &LineWorksNotifier,
     ctx: &Context,
-    prefetched: Prefetched,
+    mut prefetched: Prefetched,
 ) -> Result<Action, ReconcileError> {
     let ns = notifier.namespace().ok_or(ReconcileError::NoNamespace)?;
     let key = format!("{ns}/{}", notifier.name_any());
@@ -163,7 +163,8 @@ async fn run(
     let mut findings = Findings::new(notifier);
     let mut recheck_wait = None;
     // The relay's caller token Secret does not depend on the checks: made meanwhile.
-    let caller_token = super::caller_token::ensure(&secrets, notifier, ctx);
+    let caller_token =
+        super::caller_token::ensure(&secrets, notifier, ctx, prefetched.caller_secret.take());
     let checks = async {
         if notifier.spec.suspend {
             findings.set(not_in_service(
@@ -335,47 +336,57 @@ async fn steps(
         credentials: &credentials,
         token_secret: std::sync::Mutex::new(prefetched.token_secret),
     };
-    let Some(mut authorized) = Box::pin(authorizer.authorize(Renewal::WhenDue, findings)).await?
+    // The bot checks are the token's first use: a new token is stored meanwhile.
+    let first_checks =
+        async |authorized: &Authorized, findings: &mut Findings| match bot_checks::remembered(
+            ctx, key, notifier, findings, authorized,
+        ) {
+            Some(verdict) => {
+                findings.set(verdict);
+                None
+            }
+            None => Some(
+                Box::pin(bot_checks::check(
+                    notifier,
+                    &lineworks,
+                    &authorized.token,
+                    findings,
+                ))
+                .await,
+            ),
+        };
+    let Some((mut authorized, checked)) =
+        Box::pin(authorizer.authorize_with(Renewal::WhenDue, findings, first_checks)).await?
     else {
         return Ok(());
     };
 
-    match bot_checks::remembered(ctx, key, notifier, findings, &authorized) {
-        Some(verdict) => findings.set(verdict),
-        None => {
-            let mut outcome = Box::pin(bot_checks::check(
+    if let Some(mut outcome) = checked {
+        if matches!(outcome, Err(LineWorksError::Unauthorized { .. })) {
+            // The token died early (revoked, password changed): get a new one once and retry.
+            let Some(renewed) = authorizer.authorize(Renewal::Now, findings).await? else {
+                return Ok(());
+            };
+            authorized = renewed;
+            outcome = Box::pin(bot_checks::check(
                 notifier,
                 &lineworks,
                 &authorized.token,
                 findings,
             ))
             .await;
-            if matches!(outcome, Err(LineWorksError::Unauthorized { .. })) {
-                // The token died early (revoked, password changed): get a new one once and retry.
-                let Some(renewed) = authorizer.authorize(Renewal::Now, findings).await? else {
-                    return Ok(());
-                };
-                authorized = renewed;
-                outcome = Box::pin(bot_checks::check(
-                    notifier,
-                    &lineworks,
-                    &authorized.token,
-                    findings,
-                ))
-                .await;
-                if matches!(outcome, Err(LineWorksError::Unauthorized { .. }))
-                    && SystemTime::now() >= authorized.expires_at
-                {
-                    // The renewed token lapsed before its check was answered (a token of
-                    // seconds, a slow machine): that says nothing of the app's authorization.
-                    ctx.set_verified(key, None);
-                    findings.status.bot_checks_passed = None;
-                    findings.diagnose(diagnosis::renewed_token_lapsed());
-                    return Ok(());
-                }
+            if matches!(outcome, Err(LineWorksError::Unauthorized { .. }))
+                && SystemTime::now() >= authorized.expires_at
+            {
+                // The renewed token lapsed before its check was answered (a token of
+                // seconds, a slow machine): that says nothing of the app's authorization.
+                ctx.set_verified(key, None);
+                findings.status.bot_checks_passed = None;
+                findings.diagnose(diagnosis::renewed_token_lapsed());
+                return Ok(());
             }
-            bot_checks::record(ctx, key, notifier, &authorized, outcome, findings);
         }
+        bot_checks::record(ctx, key, notifier, &authorized, outcome, findings);
     }
     findings.requeue = Some(
         authorized

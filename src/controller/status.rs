@@ -82,7 +82,7 @@ pub async fn apply(
     notifier: &LineWorksNotifier,
     status: &LineWorksNotifierStatus,
 ) -> Result<bool, kube::Error> {
-    if notifier.status.as_ref() == Some(status) {
+    if unchanged(notifier.status.as_ref(), status) {
         return Ok(false);
     }
     let patch = json!({
@@ -97,6 +97,21 @@ pub async fn apply(
     )
     .await?;
     Ok(true)
+}
+
+/// Whether `status` would be stored as `stored` is. Compared as written, not as held: times
+/// are stored to the second, so a time made in this process (a pass remembered in memory) differs
+/// in nanoseconds from the same time read back, and compared as held every reconcile wrote an
+/// unchanged status again (and woke itself with it).
+fn unchanged(stored: Option<&LineWorksNotifierStatus>, status: &LineWorksNotifierStatus) -> bool {
+    let Some(stored) = stored else {
+        return false;
+    };
+    stored == status
+        || matches!(
+            (serde_json::to_value(stored), serde_json::to_value(status)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// One Event per transition: Warning when a condition became False (a person must act), Normal
@@ -126,6 +141,25 @@ mod tests {
 
     fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("time"))
+    }
+
+    #[test]
+    fn a_status_differing_only_below_a_second_is_unchanged() {
+        let at =
+            |nanos| Time(k8s_openapi::jiff::Timestamp::new(1_700_000_000, nanos).expect("time"));
+        let status = |nanos| LineWorksNotifierStatus {
+            bot_checks_passed: Some(crate::api::BotChecksPassed {
+                digest: "d".into(),
+                at: at(nanos),
+            }),
+            ..Default::default()
+        };
+        // As read back from the API server, and as remembered in this process.
+        assert!(unchanged(Some(&status(0)), &status(123_456_789)));
+        assert!(!unchanged(None, &status(0)));
+        let mut later = status(0);
+        later.observed_generation = Some(2);
+        assert!(!unchanged(Some(&status(0)), &later));
     }
 
     #[test]
