@@ -6,7 +6,7 @@ CARGO ?= cargo
 CRD_FILE := crds/lineworksnotifiers.lineworks-operator.dev.yaml
 CHART_CRD_FILE := charts/lineworks-operator/crds/lineworksnotifiers.lineworks-operator.dev.yaml
 
-.PHONY: demo test test-lane-node test-lane-long test-lane-rest test-go-kube test-go-helm test-go-health test-go-prometheus test-go-node test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
+.PHONY: demo test test-lane-node test-lane-long test-lane-rest test-go-kube test-go-helm test-go-health test-go-prometheus test-go-node test-go-alertmanager test-lane-alerts test-build lint k8s-binaries node-binaries helm browser-deps node-deps image image-archive crds openapi docs build bench clean-cache
 
 ## demo: local control plane + CRD + examples, shown with kubectl (README's first command)
 demo: k8s-binaries
@@ -16,13 +16,13 @@ demo: k8s-binaries
 ## cluster (README's second command). Clippy lints the very build the tests run (clippy-driver as
 ## cargo's workspace wrapper, exactly what `cargo clippy` does, plus code generation), so the
 ## workspace is compiled once instead of checked and then built. The first-time tool builds run
-## beside it, and the tests run in three lanes as soon as what each lane needs is built: the
-## one-node cluster tests (node binaries and the operator image), the longest test binaries, and
-## the rest. Each lane's output is kept in target/test-lanes/<lane>.log and printed when it ends.
+## beside it, and the tests run in four lanes as soon as what each lane needs is built: the
+## one-node cluster tests (node binaries and the operator image), the longest test binaries, the
+## Alertmanager test (Alertmanager built last), and the rest. Each lane's output is kept in target/test-lanes/<lane>.log and printed when it ends.
 test: browser-deps node-deps
 	$(CARGO) fmt --all --check
 	@rm -rf target/test-lanes
-	$(MAKE) --no-print-directory -k -j6 test-lane-node test-lane-long test-lane-rest
+	$(MAKE) --no-print-directory -k -j6 test-lane-node test-lane-long test-lane-rest test-lane-alerts
 
 # clippy-driver as the workspace's compiler wrapper with `-D warnings` (cargo clippy passes its
 # arguments the same way, in CLIPPY_ARGS); dependencies are compiled by plain rustc.
@@ -33,12 +33,15 @@ LINTED = RUSTC_WORKSPACE_WRAPPER="$$(rustc --print sysroot)/bin/clippy-driver" \
 # the longest ones (rotation_kill kills the controller 200 times), and every other target.
 NODE_TESTS := cluster image node_lifecycle
 LONG_TESTS := rotation_kill relay_contract
-REST_TESTS := $(filter-out $(NODE_TESTS) $(LONG_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
+ALERTS_TESTS := alertmanager
+REST_TESTS := $(filter-out $(NODE_TESTS) $(LONG_TESTS) $(ALERTS_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
 
 test-lane-node: test-build test-go-node image-archive
 	@$(call test_lane,node,$(K8S_ENV) $(HELM_ENV) $(NODE_ENV),$(addprefix --test ,$(NODE_TESTS)))
 test-lane-long: test-build test-go-kube
 	@$(call test_lane,long,$(K8S_ENV),$(addprefix --test ,$(LONG_TESTS)))
+test-lane-alerts: test-build test-go-alertmanager
+	@$(call test_lane,alerts,$(K8S_ENV) $(AM_ENV),$(addprefix --test ,$(ALERTS_TESTS)))
 test-lane-rest: test-build test-go-prometheus
 	@$(call test_lane,rest,$(K8S_ENV) $(HELM_ENV),--lib --bins --benches $(addprefix --test ,$(REST_TESTS)))
 
@@ -46,6 +49,7 @@ test-lane-rest: test-build test-go-prometheus
 K8S_ENV = LINEWORKS_K8S_BIN_DIR="$$(scripts/k8s-binaries.sh)"
 HELM_ENV = LINEWORKS_HELM="$$(scripts/helm-binary.sh)"
 NODE_ENV = LINEWORKS_NODE_BIN_DIR="$$(scripts/k8s-binaries.sh node)"
+AM_ENV = LINEWORKS_ALERTMANAGER_DIR="$$(scripts/alertmanager-binaries.sh)"
 
 # $(call test_lane,NAME,ENV,TARGETS): the linted build's test binaries (already built: nothing
 # recompiles) run with ENV; the log is printed whole when the lane ends.
@@ -68,6 +72,9 @@ test-go-prometheus: test-go-health
 	@scripts/go-tool.sh prometheus/rules >/dev/null
 test-go-node: test-go-prometheus
 	@scripts/k8s-binaries.sh node >/dev/null
+# Last: only the Alertmanager test waits for it, the node lane does not.
+test-go-alertmanager: test-go-node
+	@scripts/alertmanager-binaries.sh >/dev/null
 
 # The linted test build alone; fails on any warning it prints, so a change in how clippy reads
 # its arguments cannot quietly turn the lints into warnings.

@@ -50,28 +50,51 @@ pub fn clean(value: &str) -> String {
 
 /// Renders one template text.
 pub fn render(template: &str, fields: &Fields<'_>) -> String {
+    truncate(render_with(template, &|name| fields.value(name)).trim_end())
+}
+
+impl Fields<'_> {
+    /// The value of placeholder `name`, cleaned; `None` for a name that is not a placeholder.
+    fn value(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "name" => clean(self.name),
+            "company" => clean(self.company),
+            "count" => self.count.map(|c| c.to_string()).unwrap_or_default(),
+            "purpose" => clean(self.purpose),
+            "note" => clean(self.note),
+            "host" => clean(self.host),
+            "hostName" => clean(self.host_name),
+            _ => return None,
+        })
+    }
+}
+
+/// Renders `template` with the placeholder values `lookup` gives (already cleaned), uncut: one
+/// pass, so a value that itself contains `{{…}}` or `[[…]]` stays literal text. A placeholder
+/// `lookup` does not know stays as written, visible to whoever fixes the template.
+pub fn render_with(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(start) = rest.find("[[") {
-        out.push_str(&substitute(&rest[..start], fields).0);
+        out.push_str(&substitute(&rest[..start], lookup).0);
         let after = &rest[start + 2..];
         let Some(end) = after.find("]]") else {
-            out.push_str(&substitute(&rest[start..], fields).0);
+            out.push_str(&substitute(&rest[start..], lookup).0);
             rest = "";
             break;
         };
-        let (section, complete) = substitute(&after[..end], fields);
+        let (section, complete) = substitute(&after[..end], lookup);
         if complete {
             out.push_str(&section);
         }
         rest = &after[end + 2..];
     }
-    out.push_str(&substitute(rest, fields).0);
-    truncate(out.trim_end())
+    out.push_str(&substitute(rest, lookup).0);
+    out
 }
 
 /// Substitutes the placeholders of `text`; also says whether every placeholder had a value.
-fn substitute(text: &str, fields: &Fields<'_>) -> (String, bool) {
+fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, bool) {
     let mut out = String::with_capacity(text.len() + 32);
     let mut complete = true;
     let mut rest = text;
@@ -83,17 +106,8 @@ fn substitute(text: &str, fields: &Fields<'_>) -> (String, bool) {
             rest = "";
             break;
         };
-        let value = match after[..end].trim() {
-            "name" => clean(fields.name),
-            "company" => clean(fields.company),
-            "count" => fields.count.map(|c| c.to_string()).unwrap_or_default(),
-            "purpose" => clean(fields.purpose),
-            "note" => clean(fields.note),
-            "host" => clean(fields.host),
-            "hostName" => clean(fields.host_name),
-            // Unknown placeholders stay as written, visible to whoever fixes the template.
-            _ => rest[start..start + 2 + end + 2].to_string(),
-        };
+        let value = lookup(after[..end].trim())
+            .unwrap_or_else(|| rest[start..start + 2 + end + 2].to_string());
         complete &= !value.trim().is_empty();
         out.push_str(&value);
         rest = &after[end + 2..];
@@ -103,7 +117,7 @@ fn substitute(text: &str, fields: &Fields<'_>) -> (String, bool) {
 }
 
 /// Cuts to the message limit, marking the cut.
-fn truncate(text: &str) -> String {
+pub fn truncate(text: &str) -> String {
     if text.chars().count() <= MAX_TEXT_CHARS {
         return text.to_string();
     }

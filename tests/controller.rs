@@ -509,14 +509,26 @@ async fn the_test_notification_is_sent_once_and_a_deleted_default_user_is_report
         )
         .await
         .expect("poke");
+    // Handled by the restarted controller (the old one was stopped before the poke), in one
+    // reconcile or two: both changes may reach it before its first list.
     let m = controller.metrics.clone();
+    let notifiers = env.notifiers();
     wait_for("the restarted controller to reconcile", WAIT, || {
-        let m = m.clone();
+        let (m, notifiers) = (m.clone(), notifiers.clone());
         async move {
-            if m.reconciles_ok() >= 2 {
+            let handled = notifiers
+                .get("n")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.last_handled_reconcile_at);
+            if m.reconciles_ok() >= 1 && handled.as_deref() == Some("1") {
                 Ok(())
             } else {
-                Err(m.reconciles_ok().to_string())
+                Err(format!(
+                    "{} reconciles, handled {handled:?}",
+                    m.reconciles_ok()
+                ))
             }
         }
     })

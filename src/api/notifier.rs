@@ -47,6 +47,7 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: i32 = 60;
     printcolumn = r#"{"name":"Status","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.alerts) || !has(self.alerts.routes) || self.alerts.routes.all(a, has(self.routes) && self.routes.exists(r, r.name == a.route))").message("every spec.alerts.routes[].route must be the name of a route in spec.routes"))]
 pub struct LineWorksNotifierSpec {
     /// Bot ID of the LINE WORKS bot that sends the notifications, a number such as 2000001.
     /// Find it in LINE WORKS Developer Console > Bot > (your bot) > "Bot ID".
@@ -98,6 +99,11 @@ pub struct LineWorksNotifierSpec {
     #[schemars(length(max = 50))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub routes: Vec<Route>,
+
+    /// Where Alertmanager alerts sent to this notifier's relay endpoint (`…/alertmanager`) go.
+    /// Without it every alert group goes to roomId, or to defaultUser when there is no room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Alerts>,
 
     /// Message texts. Japanese defaults are used for anything not set here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +344,37 @@ pub struct Route {
     pub room_id: Option<String>,
 }
 
+/// Routing of Alertmanager alert groups: a label's value picks one of spec.routes, so that, for
+/// example, critical alerts DM the on-call user while the rest go to the team's room.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Alerts {
+    /// Label whose value picks the route, read from the alert group's common labels, e.g.
+    /// severity or team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub route_by_label: Option<String>,
+
+    /// Label value → name of one of spec.routes. A group whose value matches none (or that lacks
+    /// the label) goes to roomId, or to defaultUser when there is no room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["value".into()]))]
+    pub routes: Vec<AlertRoute>,
+}
+
+/// One label value and the route its alert groups take.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRoute {
+    /// The label's value, e.g. critical.
+    #[schemars(length(min = 1, max = 128))]
+    pub value: String,
+    /// Name of a route in spec.routes.
+    #[schemars(length(min = 1, max = 63))]
+    pub route: String,
+}
+
 /// Message texts; visitor fields are inserted where the text names them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -349,6 +386,19 @@ pub struct Templates {
     /// Text of the test notification. Default "LINE WORKS テスト通知".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<MessageTemplate>,
+
+    /// Text of one Alertmanager alert group (one message per group). Placeholders: {{status}}
+    /// (発生 or 解消, in each variant's language), {{firing}} and {{resolved}} (counts, empty when
+    /// 0), {{alertname}}, {{severity}}, {{summary}}, {{description}}, {{labels.NAME}} and
+    /// {{annotations.NAME}} (the group's common labels and annotations), {{externalURL}}, and
+    /// {{alerts}}: the alerts, one alertItem each, cut with "…ほか N 件" to fit 2,000 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<MessageTemplate>,
+
+    /// Text of one alert inside {{alerts}}. Placeholders as for alert, of that one alert
+    /// ({{status}} is its own), plus {{instance}}, {{startsAt}} and {{generatorURL}}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_item: Option<MessageTemplate>,
 }
 
 /// A message text with optional per-language variants, shown to each reader in their language.

@@ -15,15 +15,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 use lineworks_client::{
     ExposeSecret, LineWorksClient, LineWorksError, SecretString, ServiceAccount, TokenSet,
-    token_fingerprint, unix_seconds,
+    token_fingerprint,
 };
 
 use super::context::Context;
 use super::credentials::Credentials;
-use super::diagnosis;
 use super::findings::Findings;
 use super::metrics::{Grant, Written};
 use super::reconcile::{ReconcileError, kube_err};
+pub(super) use super::token_in_use::to_timestamp;
+use super::token_in_use::{accept, keep_current_on_passing_failure};
 use super::tokens::{self, Found, RefreshClaim, Stored};
 use super::verdict::{Verdict, unauthorized};
 use crate::api::conditions::{ConditionStatus, ConditionType, Reason};
@@ -447,65 +448,4 @@ impl Authorizer<'_> {
             .await;
         metrics.count_grant(Grant::Jwt, issued)
     }
-}
-
-/// A renewal that failed for a passing reason leaves the current token in use while it lasts:
-/// an outage of the token endpoint must not take a working notifier down. Any other failure
-/// sets its verdict and yields no token.
-fn keep_current_on_passing_failure(
-    notifier: &LineWorksNotifier,
-    e: &LineWorksError,
-    current: Option<&Stored>,
-    now: SystemTime,
-    findings: &mut Findings,
-) -> Option<Authorized> {
-    let diagnosis = diagnosis::token_failure(&notifier.spec, e);
-    let keep = current.filter(|s| s.tokens.expires_at() > now && diagnosis.passing);
-    let Some(current) = keep else {
-        findings.diagnose(diagnosis);
-        return None;
-    };
-    findings.transient = true;
-    let why = diagnosis
-        .verdicts
-        .first()
-        .map(|v| v.message.clone())
-        .unwrap_or_default();
-    let mut authorized = accept(&current.tokens, Duration::ZERO, findings);
-    findings.set(Verdict::new(
-        ConditionType::Authorized,
-        ConditionStatus::True,
-        Reason::TokenValid,
-        format!(
-            "renewal failed ({why}); the current token stays valid until it expires, retrying with backoff"
-        ),
-    ));
-    authorized.renew_at = now;
-    Some(authorized)
-}
-
-/// Authorized=True for `tokens`, which are now the ones in use.
-pub(super) fn accept(tokens: &TokenSet, floor: Duration, findings: &mut Findings) -> Authorized {
-    findings.status.access_token_expires_at = Some(Time(to_timestamp(tokens.expires_at())));
-    findings.status.authorization_url = None;
-    findings.set(Verdict::new(
-        ConditionType::Authorized,
-        ConditionStatus::True,
-        Reason::TokenValid,
-        format!(
-            "access token valid; renewed automatically before it expires (scope {})",
-            tokens.scope
-        ),
-    ));
-    Authorized {
-        token: tokens.access_token.clone(),
-        renew_at: tokens::renew_at(tokens, floor),
-        version: unix_seconds(tokens.issued_at).to_string(),
-        expires_at: tokens.expires_at(),
-    }
-}
-
-pub(super) fn to_timestamp(t: SystemTime) -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(unix_seconds(t)).unwrap_or(i64::MAX))
-        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }

@@ -27,6 +27,7 @@ mod revocation;
 mod server;
 mod status;
 mod test_notification;
+mod token_in_use;
 pub(crate) mod tokens;
 mod user_account;
 mod verdict;

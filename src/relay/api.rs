@@ -162,3 +162,85 @@ pub struct Readiness {
     /// What notifications reach now: a notifier that is not Ready may still deliver DMs.
     pub delivering: crate::api::deliverable::Delivering,
 }
+
+/// Most alerts one Alertmanager message may carry (set the receiver's `max_alerts` lower: the
+/// rest are counted in `truncatedAlerts` and the message says how many more there were).
+pub const MAX_ALERTS: usize = 1000;
+/// Most labels, and most annotations, one alert (or a group's common set) may carry.
+pub const MAX_ALERT_PAIRS: usize = 128;
+/// Longest accepted label or annotation name, and `groupKey`, in characters.
+pub const MAX_ALERT_KEY_CHARS: usize = 1024;
+/// Longest accepted label or annotation value or URL, in characters.
+pub const MAX_ALERT_VALUE_CHARS: usize = 8192;
+
+/// `POST …/alertmanager`: Alertmanager's webhook message (version 4), one alert group. Fields
+/// this relay does not know are accepted and ignored: Alertmanager adds fields over time.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertmanagerMessage {
+    /// The webhook format's version: "4".
+    #[schemars(extend("const" = "4"))]
+    pub version: String,
+    /// Identifies the alert group (with `status` and the alerts' fingerprints, the key that
+    /// de-duplicates Alertmanager's retries and repeats).
+    #[schemars(length(min = 1, max = 1024))]
+    pub group_key: String,
+    /// Alerts left out of this message by the receiver's `max_alerts`.
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    /// firing while any alert of the group fires, else resolved.
+    pub status: AlertStatus,
+    #[serde(default)]
+    pub receiver: String,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"maxLength": 1024}, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
+    pub group_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"maxLength": 1024}, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
+    pub common_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"maxLength": 1024}, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
+    pub common_annotations: std::collections::BTreeMap<String, String>,
+    /// Link back to the Alertmanager that sent the message.
+    #[serde(default, rename = "externalURL")]
+    #[schemars(length(max = 8192))]
+    pub external_url: String,
+    #[schemars(length(max = 1000))]
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert of an Alertmanager message.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: AlertStatus,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"maxLength": 1024}, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"maxLength": 1024}, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// RFC 3339.
+    #[serde(default)]
+    #[schemars(length(max = 8192))]
+    pub starts_at: String,
+    /// RFC 3339; Go's zero time while the alert fires.
+    #[serde(default)]
+    #[schemars(length(max = 8192))]
+    pub ends_at: String,
+    /// Link to the rule that fired it.
+    #[serde(default, rename = "generatorURL")]
+    #[schemars(length(max = 8192))]
+    pub generator_url: String,
+    /// Alertmanager's identity of the alert (a hash of its labels).
+    #[serde(default)]
+    #[schemars(length(max = 8192))]
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}

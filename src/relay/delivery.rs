@@ -18,6 +18,15 @@ pub enum Request {
     Visitor(Box<NotificationRequest>),
     /// The console's テスト通知 button (`POST …/test-notification`).
     Test,
+    /// An Alertmanager alert group (`POST …/alertmanager`), rendered.
+    Alert(Box<AlertGroup>),
+}
+
+/// An alert group as the relay sends it.
+pub struct AlertGroup {
+    pub content: Content,
+    /// The route `spec.alerts` picks for it, if any.
+    pub route: Option<Route>,
 }
 
 /// Where a notification goes.
@@ -53,6 +62,30 @@ pub(super) fn is_user_id(value: &str) -> bool {
 }
 
 impl Plan {
+    /// An alert group's targets: its route's, else the notifier's room alone, else (no room, or
+    /// a room the bot cannot post to) the default user, so an alert always reaches someone.
+    fn for_alert(
+        notifier: &LineWorksNotifier,
+        route: Option<&Route>,
+        room_blocked: Option<&Blocked>,
+    ) -> Self {
+        if route.is_some() {
+            return Plan::new(notifier, None, route);
+        }
+        let room = notifier
+            .spec
+            .room()
+            .filter(|_| room_blocked.is_none())
+            .map(str::to_string);
+        Plan {
+            host: None,
+            fallback_allowed: room.is_none(),
+            default_user: notifier.spec.default_user_login_id(),
+            room,
+            room_blocked: None,
+        }
+    }
+
     /// A route's own targets (no fallback), or the host (falling back to the default user) and
     /// the notifier's room.
     fn new(notifier: &LineWorksNotifier, host: Option<&str>, route: Option<&Route>) -> Self {
@@ -85,6 +118,7 @@ fn content(notifier: &LineWorksNotifier, request: &Request) -> Content {
     match request {
         Request::Test => templates::test_content(notifier),
         Request::Visitor(r) => templates::visitor_content(notifier, &fields(r), r.text.as_deref()),
+        Request::Alert(a) => a.content.clone(),
     }
 }
 
@@ -110,15 +144,21 @@ pub async fn deliver(
     parts: Parts,
     room_blocked: Option<Blocked>,
 ) -> Answer {
-    let host = match request {
-        Request::Visitor(r) => r.host.as_deref(),
-        Request::Test => None,
+    let plan = match request {
+        Request::Alert(_) => Plan::for_alert(notifier, route, room_blocked.as_ref()),
+        Request::Visitor(_) | Request::Test => {
+            let host = match request {
+                Request::Visitor(r) => r.host.as_deref(),
+                _ => None,
+            };
+            let mut plan = Plan::new(notifier, host, route);
+            // The notifier's own room is broken (a route's room is not checked, so it is tried).
+            if route.is_none() {
+                plan.room_blocked = room_blocked;
+            }
+            plan
+        }
     };
-    let mut plan = Plan::new(notifier, host, route);
-    // The notifier's own room is broken (a route's room is not checked, so it is tried).
-    if route.is_none() {
-        plan.room_blocked = room_blocked;
-    }
     let content = content(notifier, request);
     let lineworks = relay.sender(notifier);
     let bot_id = notifier.spec.bot_id;

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use super::Relay;
+use super::alert_message;
 use super::api::Readiness;
-use super::delivery::{self, Parts, Request};
+use super::delivery::{self, AlertGroup, Parts, Request};
 use super::idempotency::{self, Answer, Claim};
 use super::problem::{Refusal, problem};
 use super::validation;
@@ -28,6 +29,7 @@ use kube::ResourceExt;
 pub enum Endpoint {
     Notifications,
     TestNotification,
+    Alertmanager,
 }
 
 /// The notifier of sidecar mode.
@@ -52,6 +54,28 @@ pub async fn sidecar_notify(
         }
         Err(r) => r.into_response(),
     }
+}
+
+pub async fn sidecar_alertmanager(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match sidecar(&relay) {
+        Ok((ns, name)) => {
+            notification(relay, headers, ns, name, Endpoint::Alertmanager, body).await
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+pub async fn alertmanager(
+    State(relay): State<Arc<Relay>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    notification(relay, headers, ns, name, Endpoint::Alertmanager, body).await
 }
 
 pub async fn sidecar_test(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
@@ -194,11 +218,11 @@ fn deliverable(
         notifier.namespace().unwrap_or_default(),
         notifier.name_any(),
     );
-    let route_name = match request {
-        Request::Visitor(r) => r.route.as_deref(),
+    let route = match request {
+        Request::Visitor(r) => validation::route(&notifier, r.route.as_deref())?,
         Request::Test => None,
+        Request::Alert(a) => a.route.clone(),
     };
-    let route = validation::route(&notifier, route_name)?;
     if let Request::Visitor(r) = request {
         validation::policy(&notifier, r)?;
     }
@@ -262,6 +286,40 @@ async fn notification(
     endpoint: Endpoint,
     body: Bytes,
 ) -> Response {
+    let response = notification_response(relay, headers, ns, name, endpoint, body).await;
+    if endpoint == Endpoint::Alertmanager {
+        for_alertmanager(response)
+    } else {
+        response
+    }
+}
+
+/// Alertmanager retries a 5xx or 429 answer and drops anything else that is not 2xx: a message
+/// LINE WORKS did not take for every target (207, 502) is answered 503 with Retry-After, so it
+/// is sent again (only to the targets that failed, by the idempotency record).
+fn for_alertmanager(response: Response) -> Response {
+    match response.status() {
+        StatusCode::MULTI_STATUS | StatusCode::BAD_GATEWAY => {
+            let (mut parts, body) = response.into_parts();
+            parts.status = StatusCode::SERVICE_UNAVAILABLE;
+            parts
+                .headers
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            Response::from_parts(parts, body)
+        }
+        _ => response,
+    }
+}
+
+async fn notification_response(
+    relay: Arc<Relay>,
+    headers: HeaderMap,
+    ns: String,
+    name: String,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Response {
+    let mut alert_key = None;
     let admitted = relay
         .caller_notifier(&headers, &ns, &name)
         .and_then(|notifier| {
@@ -270,6 +328,14 @@ async fn notification(
                     Request::Visitor(Box::new(validation::parse(&headers, &body)?))
                 }
                 Endpoint::TestNotification => Request::Test,
+                Endpoint::Alertmanager => {
+                    let message = alert_message::parse(&headers, &body)?;
+                    alert_key = Some(alert_message::dedupe_key(&message));
+                    Request::Alert(Box::new(AlertGroup {
+                        content: alert_message::content(&notifier, &message),
+                        route: alert_message::route(&notifier, &message),
+                    }))
+                }
             };
             let destination = deliverable(&relay, notifier, &request)?;
             Ok((request, destination))
@@ -280,12 +346,18 @@ async fn notification(
     };
     let visitor = match &request {
         Request::Visitor(r) => Some(&**r),
-        Request::Test => None,
+        Request::Test | Request::Alert(_) => None,
     };
-    let key = match validation::idempotency_key(visitor, &headers) {
-        Ok(key) => key,
-        Err(refusal) => return relay.reject(refusal),
+    let key = match &alert_key {
+        // Alertmanager's retries and repeats of a group are one notification: the key is the
+        // group's, whatever else differs in the body (an alert's endsAt moves on each repeat).
+        Some(key) => Some(key.clone()),
+        None => match validation::idempotency_key(visitor, &headers) {
+            Ok(key) => key,
+            Err(refusal) => return relay.reject(refusal),
+        },
     };
+    let body_hash = idempotency::body_hash(alert_key.as_ref().map_or(&body[..], |k| k.as_bytes()));
     // Keys are remembered (and bounded) per notifier.
     let scope = format!("{ns}/{name}");
     // Admission first: a refused request must leave no idempotency key claimed.
@@ -301,10 +373,7 @@ async fn notification(
     let mut previous = None;
     let first = match key {
         None => None,
-        Some(key) => match relay
-            .idempotency
-            .claim(&scope, &key, idempotency::body_hash(&body))
-        {
+        Some(key) => match relay.idempotency.claim(&scope, &key, body_hash) {
             Claim::Conflict => {
                 return relay.reject(Refusal::new(
                     StatusCode::CONFLICT,

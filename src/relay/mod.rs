@@ -9,6 +9,7 @@
 //! notification is delivered or reported failed, and counted ([`metrics`]).
 
 mod admission;
+mod alert_message;
 pub mod api;
 mod cache;
 mod delivery;
@@ -315,12 +316,24 @@ fn probe_router(relay: Arc<Relay>) -> Router {
         .with_state(relay)
 }
 
+/// Largest Alertmanager message accepted: a group of a few hundred alerts with their labels and
+/// annotations (set the receiver's `max_alerts` to stay well under it).
+pub const ALERTMANAGER_MAX_BODY_BYTES: usize = 1024 * 1024;
+
 fn router(relay: Arc<Relay>) -> Router {
     use handlers::*;
     Router::new()
         .route("/v1/notifications", post(sidecar_notify))
         .route("/v1/test-notification", post(sidecar_test))
         .route("/v1/notifier", get(sidecar_readiness))
+        .route(
+            "/v1/alertmanager",
+            post(sidecar_alertmanager).layer(DefaultBodyLimit::max(ALERTMANAGER_MAX_BODY_BYTES)),
+        )
+        .route(
+            "/v1/notifiers/{namespace}/{name}/alertmanager",
+            post(alertmanager).layer(DefaultBodyLimit::max(ALERTMANAGER_MAX_BODY_BYTES)),
+        )
         .route(
             "/v1/notifiers/{namespace}/{name}/notifications",
             post(notify),

@@ -4,7 +4,9 @@
 use schemars::{SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
-use super::api::{NotificationRequest, NotificationResult, Problem, Readiness};
+use super::api::{
+    AlertmanagerMessage, NotificationRequest, NotificationResult, Problem, Readiness,
+};
 
 /// What a caller needs to know beyond the schemas; also the opening of docs/relay-api.md.
 const DESCRIPTION: &str = "Visitor notifications to LINE WORKS: a DM to the host (or the notifier's default user) and a message in the notifier's talk room.
@@ -18,6 +20,7 @@ const DESCRIPTION: &str = "Visitor notifications to LINE WORKS: a DM to the host
 - **Token renewal.** When LINE WORKS refuses the token while a notification is out, the relay asks the controller for a new one and sends again exactly the targets that were refused, never one already delivered.
 - **Idempotency, per target.** With `idempotencyKey` (or the `Idempotency-Key` header: 1 to 255 printable ASCII characters, no spaces), repeating the same request within 24 hours sends again only the targets that `failed` (never one `delivered`, `skipped` or `unknown`) and answers with the merged result; when nothing is left to retry it answers as before. The same key with another body is 409.
 - **Admission.** A notification is accepted only when the domain's per-minute budget can send it before the relay's deadline; otherwise 429 with `Retry-After` in seconds. A 429 claims no idempotency key: retry with the same key.
+- **Alertmanager.** `…/alertmanager` takes Alertmanager's webhook message (version 4) and sends one message per alert group to the notifier's room (or a route `spec.alerts` picks by a label; the default user when there is no room, or the room is broken). It answers 2xx only when LINE WORKS took the message for every target, else 503 with `Retry-After` so Alertmanager retries; a message with the same group key, status and alerts within 24 hours is sent once (Alertmanager's retries and its `repeat_interval` repeats).
 - **Errors** are `application/problem+json`, 404, 405 and 413 included.";
 
 /// Where the generated document is committed, relative to the repository root.
@@ -38,6 +41,10 @@ fn schemas() -> Value {
             generator.subschema_for::<NotificationResult>(),
         ),
         ("Problem", generator.subschema_for::<Problem>()),
+        (
+            "AlertmanagerMessage",
+            generator.subschema_for::<AlertmanagerMessage>(),
+        ),
         ("Readiness", generator.subschema_for::<Readiness>()),
     ] {
         all.insert(name.into(), schema.to_value());
@@ -125,6 +132,33 @@ fn notify_operation(summary: &str, with_body: bool) -> Value {
     op
 }
 
+/// `…/alertmanager`: Alertmanager's webhook. Answers 2xx only when delivered, so Alertmanager
+/// retries everything else it can (5xx, 429).
+fn alertmanager_operation(summary: &str) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "200".into(),
+        json!({"description": "Delivered to every target (or delivered before: a retry or repeat of the same group, status and alerts)", "content": {"application/json": {"schema": reference("NotificationResult")}}}),
+    );
+    responses.extend(problems(&[
+        ("400", "Not Alertmanager's webhook format version 4, or over a limit"),
+        ("401", "Missing or wrong bearer token (Deployment mode: the notifier's own caller token; an unknown notifier is answered the same way)"),
+        ("404", "Unknown notifier"),
+        ("413", "Body larger than 1 MiB: set max_alerts in the receiver"),
+        ("415", "Not application/json"),
+        ("429", "Queue or the domain's rate budget full; retry after the Retry-After seconds"),
+    ]));
+    responses.insert(
+        "503".into(),
+        json!({"description": "Not delivered to every target (Alertmanager retries; a retry sends only to the targets that failed), or nothing can be sent now (suspended, not authorized, bot not in service)", "content": {
+            "application/json": {"schema": reference("NotificationResult")},
+            "application/problem+json": {"schema": reference("Problem")}
+        }}),
+    );
+    json!({"summary": summary, "responses": responses, "security": [{"bearer": []}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": reference("AlertmanagerMessage")}}}})
+}
+
 fn readiness_operation() -> Value {
     let mut responses = serde_json::Map::new();
     responses.insert(
@@ -168,6 +202,8 @@ pub fn document() -> Value {
             "/v1/notifications": {"post": notify_operation("Sidecar mode: notify through the relay's own notifier", true)},
             "/v1/test-notification": {"post": notify_operation("Sidecar mode: send the test notification", false)},
             "/v1/notifier": {"get": readiness_operation()},
+            "/v1/notifiers/{namespace}/{name}/alertmanager": {"post": with_path_params(alertmanager_operation("Alertmanager webhook receiver: one message per alert group"))},
+            "/v1/alertmanager": {"post": alertmanager_operation("Sidecar mode: Alertmanager webhook receiver")},
         },
         "components": {
             "schemas": schemas(),

@@ -9,6 +9,20 @@ use crate::api::{LineWorksNotifier, Route};
 
 /// The request in `body`, if it is a well-formed notification within the limits.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<NotificationRequest, Refusal> {
+    require_json(headers, body)?;
+    let request: NotificationRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed notification",
+            e.to_string(),
+        )
+    })?;
+    check_limits(&request)?;
+    Ok(request)
+}
+
+/// A JSON object, said to be JSON.
+pub fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -28,15 +42,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<NotificationRequest, Re
             "the body must be a JSON object",
         ));
     }
-    let request: NotificationRequest = serde_json::from_slice(body).map_err(|e| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "Malformed notification",
-            e.to_string(),
-        )
-    })?;
-    check_limits(&request)?;
-    Ok(request)
+    Ok(())
 }
 
 fn check_limits(request: &NotificationRequest) -> Result<(), Refusal> {
