@@ -14,10 +14,10 @@ use lineworks_client::SecretString;
 use lineworks_emulator::Fault;
 use lineworks_operator::api::conditions::{ConditionStatus, ConditionType, Reason};
 use lineworks_operator::endpoints::AllowedHosts;
-use lineworks_operator::relay::{self, RelayOptions};
+use lineworks_operator::relay::{self, RelayHandle, RelayOptions};
 use serde_json::json;
 use support::lineworks::{ROOM, world};
-use support::operator::{Env, WAIT};
+use support::operator::{Env, Running, WAIT};
 
 const TOKEN: &str = "relay-token-for-alertmanager";
 
@@ -133,14 +133,12 @@ fn room_messages(env: &Env, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn alertmanager_groups_reach_the_room_once_each_in_japanese() {
-    let bin = binaries();
-    let env = Env::new("alertmanager", world()).await;
+/// The controller and a sidecar relay for notifier "front" (Ready) with `spec`.
+async fn start(prefix: &str, spec: serde_json::Value) -> (Env, Running, RelayHandle, String) {
+    let env = Env::new(prefix, world()).await;
     let controller = env.start_controller(None);
     env.apply_good_secret().await;
-    env.apply_notifier("front", json!({"rateLimitPerMinute": 240}))
-        .await;
+    env.apply_notifier("front", spec).await;
     env.wait_condition(
         "front",
         ConditionType::Ready,
@@ -158,8 +156,8 @@ async fn alertmanager_groups_reach_the_room_once_each_in_japanese() {
     let relay = relay::start(env.client.clone(), options)
         .await
         .expect("relay starts");
-    let http = reqwest::Client::new();
     let relay_url = format!("http://{}", relay.addr);
+    let http = reqwest::Client::new();
     support::wait_for("the relay sees the Ready notifier", WAIT, || async {
         let body: serde_json::Value = http
             .get(format!("{relay_url}/v1/notifier"))
@@ -177,6 +175,15 @@ async fn alertmanager_groups_reach_the_room_once_each_in_japanese() {
         }
     })
     .await;
+    (env, controller, relay, relay_url)
+}
+
+#[tokio::test]
+async fn alertmanager_groups_reach_the_room_once_each_in_japanese() {
+    let bin = binaries();
+    let (env, controller, relay, relay_url) =
+        start("alertmanager", json!({"rateLimitPerMinute": 240})).await;
+    let http = reqwest::Client::new();
 
     // LINE WORKS answers 503 to room messages until Alertmanager has been refused once: the
     // relay retries within its deadline, then answers 503, and Alertmanager retries.
@@ -332,6 +339,99 @@ receivers:
         env.emu.delivered()
     );
     drop(am);
+    relay.shutdown().await;
+    controller.stop().await;
+}
+
+/// An Alertmanager message of one critical alert, as Alertmanager sends it (`endsAt` varies).
+fn critical(ends_at: &str) -> serde_json::Value {
+    json!({
+        "version": "4", "groupKey": "{}:{alertname=\"DiskFull\"}", "truncatedAlerts": 0,
+        "status": "firing", "receiver": "lineworks",
+        "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {"alertname": "DiskFull", "severity": "critical"},
+        "commonAnnotations": {}, "externalURL": "http://am.example",
+        "alerts": [{"status": "firing", "labels": {"alertname": "DiskFull", "severity": "critical", "instance": "db-1"},
+                    "annotations": {"summary": "disk full"}, "startsAt": "2026-11-27T10:00:00Z",
+                    "endsAt": ends_at, "generatorURL": "http://prom.example/graph",
+                    "fingerprint": "f1"}],
+        "someFieldAddedLater": {"x": 1}
+    })
+}
+
+#[tokio::test]
+async fn a_label_routes_a_group_and_a_partial_delivery_is_retried_for_the_failed_target_only() {
+    let spec = json!({
+        "rateLimitPerMinute": 240,
+        "routes": [{"name": "oncall", "user": "jinji", "roomId": ROOM}],
+        "alerts": {"routeByLabel": "severity", "routes": [{"value": "critical", "route": "oncall"}]}
+    });
+    let (env, controller, relay, relay_url) = start("alertmanager-route", spec).await;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, token: &'static str| {
+        let request = http
+            .post(format!("{relay_url}/v1/alertmanager"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { request.send().await.expect("answer") }
+    };
+    // The room refuses once (a 4xx LINE WORKS does not change on retry): the DM is delivered,
+    // and Alertmanager must retry, so the answer is 503 with Retry-After, not 207.
+    env.emu.add_fault(Fault {
+        api: "send_channel_message".into(),
+        status: Some(403),
+        body: Some(json!({"code": "FORBIDDEN", "description": "bot is not a member"})),
+        times: Some(1),
+        ..Default::default()
+    });
+    let first = post(critical("0001-01-01T00:00:00Z"), TOKEN).await;
+    assert_eq!(first.status(), 503);
+    assert_eq!(
+        first
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    let body: serde_json::Value = first.json().await.expect("json");
+    assert_eq!(body["targets"][0]["status"], "delivered", "{body}");
+    assert_eq!(body["targets"][1]["status"], "failed", "{body}");
+    // Alertmanager's retry (its endsAt moved on): only the room is sent again.
+    let retry = post(critical("2026-11-27T11:00:00Z"), TOKEN).await;
+    assert_eq!(retry.status(), 200);
+    let delivered = env.emu.delivered();
+    let to = |kind: &str| delivered.iter().filter(|d| d.kind == kind).count();
+    assert_eq!((to("user"), to("channel")), (1, 1), "{delivered:?}");
+    assert_eq!(delivered[0].target, "jinji@testtest");
+    assert!(
+        delivered[0].content["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("【アラート発生】DiskFull（critical） 発生中 1 件\n・[発生] DiskFull db-1: disk full")),
+        "{delivered:?}"
+    );
+    // A repeat of the delivered group: nothing sent, answered as delivered.
+    let repeat = post(critical("2026-11-27T12:00:00Z"), TOKEN).await;
+    assert_eq!(repeat.status(), 200);
+    assert_eq!(env.emu.delivered().len(), 2);
+
+    // Another severity has no route: the notifier's room alone.
+    let mut warning = critical("0001-01-01T00:00:00Z");
+    warning["commonLabels"]["severity"] = json!("warning");
+    warning["groupKey"] = json!("{}:{alertname=\"Slow\"}");
+    let answer = post(warning, TOKEN).await;
+    assert_eq!(answer.status(), 200);
+    let last = env.emu.delivered().pop().expect("a message");
+    assert_eq!(
+        (last.kind.as_str(), env.emu.delivered().len()),
+        ("channel", 3)
+    );
+
+    // Refusals Alertmanager must not retry: a wrong token, another format version.
+    assert_eq!(post(critical("x"), "wrong").await.status(), 401);
+    let mut v3 = critical("x");
+    v3["version"] = json!("3");
+    assert_eq!(post(v3, TOKEN).await.status(), 400);
+    assert_eq!(env.emu.delivered().len(), 3);
     relay.shutdown().await;
     controller.stop().await;
 }

@@ -565,6 +565,42 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_goes_to_its_route_else_the_room_else_the_default_user() {
+        let mut n = LineWorksNotifier::new(
+            "n",
+            serde_json::from_value(serde_json::json!({
+                "botId": 1, "domain": "d", "defaultUser": "u", "roomId": "room-1",
+                "auth": {"mode": "serviceAccount", "credentialsSecretRef": {"name": "s"}}
+            }))
+            .expect("spec"),
+        );
+        let room_only = Plan::for_alert(&n, None, None);
+        assert_eq!(room_only.room.as_deref(), Some("room-1"));
+        assert!(
+            room_only.host.is_none() && !room_only.fallback_allowed,
+            "no DM"
+        );
+        // A room the bot cannot post to: the default user instead, so someone is told.
+        let blocked = Blocked {
+            reason: "BotNotInRoom".into(),
+            message: "invite the bot".into(),
+        };
+        let to_user = Plan::for_alert(&n, None, Some(&blocked));
+        assert!(to_user.room.is_none() && to_user.fallback_allowed);
+        assert_eq!(to_user.default_user, "u@d");
+        n.spec.room_id = None;
+        assert!(Plan::for_alert(&n, None, None).fallback_allowed);
+        let route = Route {
+            name: "oncall".into(),
+            user: Some("sato".into()),
+            room_id: None,
+        };
+        let routed = Plan::for_alert(&n, Some(&route), Some(&blocked));
+        assert_eq!(routed.host.as_deref(), Some("sato@d"));
+        assert!(routed.room.is_none());
+    }
+
+    #[test]
     fn user_ids_are_told_from_login_names() {
         assert!(is_user_id("7b4a3c2d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"));
         assert!(!is_user_id("yamada"));
