@@ -122,6 +122,24 @@ fn amtool(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `amtool alert add` of HighLatency on web-1 and web-2, with `end` (a past end resolves them).
+fn add_alerts(bin: &Path, am_url: &str, end: Option<&str>) {
+    for instance in ["web-1", "web-2"] {
+        let instance = format!("instance={instance}");
+        let mut args = vec![
+            "alert",
+            "add",
+            "alertname=HighLatency",
+            "severity=critical",
+            &instance,
+            "--annotation=summary=p99 が 2 秒を超えています",
+            am_url,
+        ];
+        args.extend(end);
+        amtool(bin, &args);
+    }
+}
+
 /// Texts of the room messages the emulator accepted that start with `prefix`.
 fn room_messages(env: &Env, prefix: &str) -> Vec<String> {
     env.emu
@@ -224,20 +242,7 @@ receivers:
     .await;
 
     // Two alerts of one group, added within its group_wait.
-    for instance in ["web-1", "web-2"] {
-        amtool(
-            &bin,
-            &[
-                "alert",
-                "add",
-                "alertname=HighLatency",
-                "severity=critical",
-                &format!("instance={instance}"),
-                "--annotation=summary=p99 が 2 秒を超えています",
-                &am_url,
-            ],
-        );
-    }
+    add_alerts(&bin, &am_url, None);
     support::wait_for("Alertmanager refused once", WAIT, || async {
         let failed = am
             .webhook_counter(&http, "alertmanager_notifications_failed_total")
@@ -298,22 +303,7 @@ receivers:
     );
 
     // Resolve both: one resolved message, once.
-    let ended = "--end=2000-01-01T00:00:00Z";
-    for instance in ["web-1", "web-2"] {
-        amtool(
-            &bin,
-            &[
-                "alert",
-                "add",
-                "alertname=HighLatency",
-                "severity=critical",
-                &format!("instance={instance}"),
-                "--annotation=summary=p99 が 2 秒を超えています",
-                ended,
-                &am_url,
-            ],
-        );
-    }
+    add_alerts(&bin, &am_url, Some("--end=2000-01-01T00:00:00Z"));
     let resolved = support::wait_for("one resolved message in the room", WAIT, || async {
         let resolved = room_messages(&env, "【アラート解消】");
         if resolved.is_empty() {
