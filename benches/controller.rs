@@ -11,6 +11,8 @@
 //!    calls during six simulated resyncs of every notifier (an hour at a 10-minute resync), and
 //!    LINE WORKS calls when a new controller process takes over the steady fleet — the target for
 //!    both is zero; then the same (without resyncs) for 10,000 notifiers across 1,000 domains.
+//!    Beside the controller, a Deployment-mode relay watches the fleet: its peak RSS once it
+//!    serves the last notifier.
 //!
 //! `make bench` (cargo bench --bench controller). Under `cargo test` it runs a small smoke version.
 //! `cargo bench --bench controller -- latency` (or `fleet`, `fleet10k`) runs one part;
@@ -352,6 +354,62 @@ async fn latency(
     )
 }
 
+/// The relay's peak RSS (KiB) once it delivers for the fleet's last notifier (its caches hold
+/// the whole fleet then); the relay is stopped.
+async fn relay_sees(
+    http: &reqwest::Client,
+    client: &Client,
+    ns: &str,
+    port: u16,
+    domains: i64,
+    per_domain: i64,
+    relay: &mut std::process::Child,
+) -> u64 {
+    let name = format!("d{domains}-n{}", per_domain - 1);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let caller = secrets
+        .get(&format!("{name}-relay-caller"))
+        .await
+        .expect("caller Secret");
+    let token = caller
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+        .expect("caller token");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{port}/v1/notifiers/{ns}/{name}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok();
+        let body: Option<serde_json::Value> = match ready {
+            Some(r) => r.json().await.ok(),
+            None => None,
+        };
+        if body.is_some_and(|b| b["ready"] == true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never saw {name} Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak = vm_hwm_kib(relay.id()).unwrap_or_default();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    peak
+}
+
+/// The controller build part 2 runs: LINEWORKS_BENCH_BINARY, else this build's.
+fn binary() -> String {
+    std::env::var("LINEWORKS_BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lineworks-operator").into())
+}
+
 /// The release controller binary watching namespace `ns`, and its metrics port.
 fn spawn_controller(plane: &ControlPlane, ns: &str) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -361,8 +419,7 @@ fn spawn_controller(plane: &ControlPlane, ns: &str) -> (std::process::Child, u16
         .port();
     // LINEWORKS_BENCH_BINARY measures another build of the controller (the image's musl one,
     // say: target/image-build/x86_64-unknown-linux-musl/release/lineworks-operator).
-    let binary = std::env::var("LINEWORKS_BENCH_BINARY")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lineworks-operator").into());
+    let binary = binary();
     let child = std::process::Command::new(binary)
         .args([
             "controller",
@@ -526,6 +583,26 @@ async fn fleet(
         credentials_secret(client, ns, d).await;
     }
     let (mut child, port) = spawn_controller(plane, ns);
+    // A Deployment-mode relay watching the namespace (every notifier, token and caller Secret).
+    let relay_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut relay = std::process::Command::new(binary())
+        .args([
+            "relay",
+            "--allow-host=127.0.0.1",
+            "--namespace",
+            ns,
+            "--listen",
+            &format!("127.0.0.1:{relay_port}"),
+        ])
+        .env("KUBECONFIG", plane.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("relay binary");
     let total = domains * per_domain;
     let started = Instant::now();
     futures::stream::iter(1..=domains)
@@ -558,6 +635,10 @@ async fn fleet(
     }
     let all_ready = started.elapsed();
     let http = reqwest::Client::new();
+    let relay_peak = relay_sees(
+        &http, client, ns, relay_port, domains, per_domain, &mut relay,
+    )
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let calls_before = emu.total_requests();
     let counts_before = emu.request_counts();
@@ -621,9 +702,10 @@ async fn fleet(
     };
     println!(
         "{total} notifiers in {domains} domains: all Ready after {:.1} s (the rate limits allow {rate_floor:.1} s); \
-         controller peak RSS {:.1} MiB{resynced}",
+         controller peak RSS {:.1} MiB; relay (Deployment mode, watching all) peak RSS {:.1} MiB{resynced}",
         all_ready.as_secs_f64(),
         peak as f64 / 1024.0,
+        relay_peak as f64 / 1024.0,
     );
 
     // A restart of the steady fleet: the new controller reconciles every notifier once.

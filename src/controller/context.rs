@@ -45,10 +45,11 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
 }
 
-/// The default of `max_concurrent_reconciles`: far above what one notifier's reconcile needs and
-/// what the API server absorbs, and more than one tenant's notifiers waiting on their own
-/// domain's LINE WORKS budget (each for at most the call deadline) are likely to fill.
-pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 256;
+/// The default of `max_concurrent_reconciles`: above what the API server absorbs (1,000 new
+/// notifiers were all Ready as fast with 128 as with 256, and the controller's peak memory fell
+/// from 39.5 to 31.2 MiB on the image's binary), and more than one tenant's notifiers waiting on
+/// their own domain's LINE WORKS budget (each for at most the call deadline) are likely to fill.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 128;
 
 impl Default for Settings {
     fn default() -> Self {
