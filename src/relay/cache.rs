@@ -196,11 +196,14 @@ fn instance() -> String {
 }
 
 /// Watches of one namespace (or all): notifiers, and the Secrets the operator manages.
-/// Of a managed Secret, what the relay reads: the access token, the credentials fingerprint and
-/// the caller token. The refresh token (and the rest) never enters the relay's memory, and a
+/// Of a managed Secret, what the relay reads: its owner references and the access token, the
+/// credentials fingerprint and the caller token. The refresh token (and the rest) never enters the relay's memory, and a
 /// relay watching 10,000 notifiers holds a third of the bytes.
 fn relay_view(secret: &mut Secret) {
     crate::watch_trim::trim(secret);
+    // Selected by label on the server; nothing here reads labels or annotations.
+    secret.metadata.labels = None;
+    secret.metadata.annotations = None;
     if let Some(data) = secret.data.as_mut() {
         data.retain(|key, _| {
             [
@@ -214,12 +217,13 @@ fn relay_view(secret: &mut Secret) {
     secret.string_data = None;
 }
 
-/// Of a notifier, what the relay reads: its metadata but annotations, its spec, and of its status
+/// Of a notifier, what the relay reads: its metadata but labels and annotations, its spec, and of its status
 /// the conditions and the generation they describe (10,000 notifiers: a relay watching them
 /// all peaked at 106 MiB with whole objects).
 fn relay_notifier_view(notifier: &mut LineWorksNotifier) {
     crate::watch_trim::trim(notifier);
     notifier.metadata.annotations = None;
+    notifier.metadata.labels = None;
     if let Some(status) = notifier.status.take() {
         notifier.status = Some(crate::api::LineWorksNotifierStatus {
             observed_generation: status.observed_generation,
