@@ -24,18 +24,7 @@ const TOKEN: &str = "relay-token-for-alertmanager";
 /// The directory with `alertmanager` and `amtool` (LINEWORKS_ALERTMANAGER_DIR from `make test`,
 /// else built once by the script).
 fn binaries() -> PathBuf {
-    if let Ok(dir) = std::env::var("LINEWORKS_ALERTMANAGER_DIR") {
-        return dir.into();
-    }
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/alertmanager-binaries.sh"
-    ))
-    .stderr(Stdio::inherit())
-    .output()
-    .expect("scripts/alertmanager-binaries.sh runs");
-    assert!(out.status.success(), "Alertmanager could not be built");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    support::built_tool("LINEWORKS_ALERTMANAGER_DIR", "alertmanager-binaries.sh")
 }
 
 fn free_port() -> u16 {

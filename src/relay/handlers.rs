@@ -43,17 +43,25 @@ fn sidecar(relay: &Relay) -> Result<(String, String), Refusal> {
     })
 }
 
+/// A notification endpoint of sidecar mode, for the relay's own notifier.
+async fn on_sidecar(
+    relay: Arc<Relay>,
+    headers: HeaderMap,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Response {
+    match sidecar(&relay) {
+        Ok((ns, name)) => notification(relay, headers, ns, name, endpoint, body).await,
+        Err(r) => r.into_response(),
+    }
+}
+
 pub async fn sidecar_notify(
     State(relay): State<Arc<Relay>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match sidecar(&relay) {
-        Ok((ns, name)) => {
-            notification(relay, headers, ns, name, Endpoint::Notifications, body).await
-        }
-        Err(r) => r.into_response(),
-    }
+    on_sidecar(relay, headers, Endpoint::Notifications, body).await
 }
 
 pub async fn sidecar_alertmanager(
@@ -61,12 +69,7 @@ pub async fn sidecar_alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match sidecar(&relay) {
-        Ok((ns, name)) => {
-            notification(relay, headers, ns, name, Endpoint::Alertmanager, body).await
-        }
-        Err(r) => r.into_response(),
-    }
+    on_sidecar(relay, headers, Endpoint::Alertmanager, body).await
 }
 
 pub async fn alertmanager(
@@ -79,20 +82,7 @@ pub async fn alertmanager(
 }
 
 pub async fn sidecar_test(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
-    match sidecar(&relay) {
-        Ok((ns, name)) => {
-            notification(
-                relay,
-                headers,
-                ns,
-                name,
-                Endpoint::TestNotification,
-                Bytes::new(),
-            )
-            .await
-        }
-        Err(r) => r.into_response(),
-    }
+    on_sidecar(relay, headers, Endpoint::TestNotification, Bytes::new()).await
 }
 
 pub async fn sidecar_readiness(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {

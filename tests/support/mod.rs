@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,17 +67,24 @@ where
 
 /// The pinned helm (LINEWORKS_HELM from `make test`, else built once by the script).
 pub fn helm() -> PathBuf {
-    if let Ok(path) = std::env::var("LINEWORKS_HELM") {
+    built_tool("LINEWORKS_HELM", "helm-binary.sh")
+}
+
+/// A tool's path: `env_var` as `make test` sets it, else what `scripts/<script>` (which builds
+/// it once) prints.
+pub fn built_tool(env_var: &str, script: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return path.into();
     }
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/helm-binary.sh"
-    ))
+    let out = Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(script),
+    )
     .stderr(Stdio::inherit())
     .output()
-    .expect("scripts/helm-binary.sh runs");
-    assert!(out.status.success(), "helm could not be built");
+    .unwrap_or_else(|e| panic!("scripts/{script} runs: {e}"));
+    assert!(out.status.success(), "scripts/{script} failed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
