@@ -2,7 +2,10 @@
 //!
 //! 1. throughput and p50/p99 of DM notifications through the relay (release binary, client-side
 //!    pacing off, emulator limits off) beside a direct client sending the same DMs, alternating
-//!    rounds in one run; the relay's RSS idle and its peak under that load;
+//!    rounds in one run, and beside a minimal proxy (the structural floor of any relay: an HTTP
+//!    server that reads the same JSON and sends the DM with the same client, one thread, no
+//!    checks); allocations per notification of each (the relay counted in-process, on its own
+//!    runtime's threads); the relay's RSS idle and its peak under that load;
 //! 2. a burst of 1,000 notifications for one domain with the emulator limiting at 240 per minute,
 //!    counting by calendar minute and then by sliding window: all delivered?, share of the allowed
 //!    rate used, 429s received.
@@ -30,6 +33,55 @@ use serde_json::{Value, json};
 
 const NS: &str = "relay-bench";
 
+/// Whose allocations a thread's are: nobody's, the in-process relay's, the minimal proxy's or the
+/// direct client's.
+#[derive(Clone, Copy)]
+enum Subject {
+    None = 0,
+    Relay = 1,
+    Proxy = 2,
+    Direct = 3,
+}
+
+thread_local! {
+    static SUBJECT: std::cell::Cell<Subject> = const { std::cell::Cell::new(Subject::None) };
+}
+
+static ALLOCATIONS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+
+/// The system allocator, counting allocations per [`Subject`] of the allocating thread.
+struct Counting;
+
+// SAFETY: every call goes to the system allocator unchanged; counting touches no allocation.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let subject = SUBJECT.try_with(|s| s.get()).unwrap_or(Subject::None);
+        ALLOCATIONS[subject as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as given.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded as given.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let subject = SUBJECT.try_with(|s| s.get()).unwrap_or(Subject::None);
+        ALLOCATIONS[subject as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded as given.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations(subject: Subject) -> u64 {
+    ALLOCATIONS[subject as usize].load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -56,6 +108,8 @@ struct Round {
     p99: Duration,
     /// CPU time of the sender per notification: the relay process, or the direct client's thread.
     cpu: Duration,
+    /// Allocations of the sender per notification (the in-process relay, proxy or direct client).
+    allocations: f64,
 }
 
 /// User + system CPU time of process `pid` so far, from /proc.
@@ -118,6 +172,7 @@ where
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         cpu: Duration::ZERO,
+        allocations: 0.0,
     }
 }
 
@@ -151,6 +206,7 @@ fn direct_round(
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
+                    SUBJECT.set(Subject::Direct);
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -162,6 +218,7 @@ fn direct_round(
                             .send_to_user(token, tenant::BOT, "jinji@testtest", content)
                             .await;
                         let cpu = thread_cpu();
+                        let allocated = allocations(Subject::Direct);
                         let mut r = round(n, concurrency, |_| {
                             let direct = &direct;
                             async move {
@@ -173,6 +230,8 @@ fn direct_round(
                         })
                         .await;
                         r.cpu = (thread_cpu() - cpu) / n as u32;
+                        r.allocations =
+                            (allocations(Subject::Direct) - allocated) as f64 / n as f64;
                         r
                     })
                 })
@@ -180,6 +239,135 @@ fn direct_round(
                 .expect("direct round")
         })
     })
+}
+
+/// The floor of any relay on this path: an HTTP server that takes the same request, sends the
+/// DM with the same client and answers, with no authentication, validation, admission, template
+/// or idempotency. It runs on a thread and runtime of its own so its CPU time is its own.
+struct MinimalProxy {
+    base: String,
+    thread: std::thread::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MinimalProxy {
+    fn start(emu: &lineworks_emulator::Emulator, token: &SecretString) -> Self {
+        use axum::{Json, extract::State, http::StatusCode, routing::post};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let client = tenant::client(emu, Duration::from_secs(30), None);
+        let state = std::sync::Arc::new((client, token.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            SUBJECT.set(Subject::Proxy);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                type Shared = std::sync::Arc<(lineworks_client::LineWorksClient, SecretString)>;
+                async fn forward(
+                    State(state): State<Shared>,
+                    Json(body): Json<Value>,
+                ) -> (StatusCode, Json<Value>) {
+                    let (client, token) = &*state;
+                    let host = body["host"].as_str().unwrap_or_default();
+                    let text = format!(
+                        "{} 様がお見えです",
+                        body["visitor"]["name"].as_str().unwrap_or_default()
+                    );
+                    let to = format!("{host}@testtest");
+                    match client
+                        .send_to_user(token, tenant::BOT, &to, &Content::text(text))
+                        .await
+                    {
+                        Ok(_) => (StatusCode::OK, Json(json!({"delivered": [to]}))),
+                        Err(_) => (StatusCode::BAD_GATEWAY, Json(json!({"failed": [to]}))),
+                    }
+                }
+                let app = axum::Router::new()
+                    .route("/v1/notifications", post(forward))
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("proxy");
+            });
+        });
+        Self {
+            base,
+            thread,
+            stop: Some(stop),
+        }
+    }
+
+    /// CPU time of the proxy's thread so far.
+    fn cpu(&self) -> Duration {
+        use std::os::unix::thread::JoinHandleExt;
+        let mut clock: libc::clockid_t = 0;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the thread is alive until `stop`; both calls write into values we own.
+        unsafe {
+            libc::pthread_getcpuclockid(self.thread.as_pthread_t(), &mut clock);
+            libc::clock_gettime(clock, &mut ts);
+        }
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.thread.join();
+    }
+}
+
+/// The relay in this process, on a runtime of its own whose threads count as [`Subject::Relay`]:
+/// its allocations per notification (its CPU time is measured on the release binary instead).
+struct InProcessRelay {
+    runtime: tokio::runtime::Runtime,
+    relay: lineworks_operator::relay::RelayHandle,
+}
+
+impl InProcessRelay {
+    async fn start(client: kube::Client) -> Self {
+        use lineworks_operator::relay::{self, CallerAuth, RelayOptions};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .on_thread_start(|| SUBJECT.set(Subject::Relay))
+            .enable_all()
+            .build()
+            .expect("relay runtime");
+        let mut options = RelayOptions::new("127.0.0.1:0".parse().expect("addr"));
+        options.allowed_hosts = lineworks_operator::endpoints::AllowedHosts::loopback();
+        options.notifier = Some((NS.into(), "front".into()));
+        options.auth = CallerAuth::Open;
+        options.deadline = Duration::from_secs(900);
+        options.queue_capacity = 5000;
+        options.client_pacing = false;
+        let relay = runtime
+            .spawn(relay::start(client, options))
+            .await
+            .expect("relay task")
+            .expect("relay starts");
+        Self { runtime, relay }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.relay.addr)
+    }
+
+    async fn stop(self) {
+        let _ = self.runtime.spawn(self.relay.shutdown()).await;
+        self.runtime.shutdown_background();
+    }
 }
 
 fn start_relay(plane: &ControlPlane, port: u16, pacing: bool) -> std::process::Child {
@@ -342,10 +530,13 @@ async fn main() {
         "DM notifications, {n} per round, {concurrency} in flight, {rounds} alternating rounds, limits off"
     );
     println!(
-        "{:<7} {:>5} {:>10} {:>10} {:>10} {:>10}",
-        "path", "round", "per s", "p50 µs", "p99 µs", "CPU µs/n"
+        "{:<7} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "path", "round", "per s", "p50 µs", "p99 µs", "CPU µs/n", "allocs/n"
     );
-    let (mut relayed, mut directs) = (Vec::new(), Vec::new());
+    let proxy = MinimalProxy::start(&emu, &token);
+    let in_process = InProcessRelay::start(client.clone()).await;
+    wait_ready(&http, &in_process.base()).await;
+    let (mut relayed, mut directs, mut proxied) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         let d = direct_round(&emu, &token, &content, n, concurrency);
         emu.clear_delivered();
@@ -353,18 +544,31 @@ async fn main() {
         let mut v = relay_round(&http, &base, n, concurrency).await;
         v.cpu = (process_cpu(relay.id()) - relay_cpu) / n as u32;
         emu.clear_delivered();
-        for (name, x) in [("direct", &d), ("relay", &v)] {
+        let (proxy_cpu, allocated) = (proxy.cpu(), allocations(Subject::Proxy));
+        let mut p = relay_round(&http, &proxy.base, n, concurrency).await;
+        p.cpu = (proxy.cpu() - proxy_cpu) / n as u32;
+        p.allocations = (allocations(Subject::Proxy) - allocated) as f64 / n as f64;
+        emu.clear_delivered();
+        let allocated = allocations(Subject::Relay);
+        relay_round(&http, &in_process.base(), n, concurrency).await;
+        v.allocations = (allocations(Subject::Relay) - allocated) as f64 / n as f64;
+        emu.clear_delivered();
+        for (name, x) in [("direct", &d), ("relay", &v), ("proxy", &p)] {
             println!(
-                "{name:<7} {r:>5} {:>10.0} {:>10} {:>10} {:>10}",
+                "{name:<7} {r:>5} {:>10.0} {:>10} {:>10} {:>10} {:>10.0}",
                 x.rate,
                 x.p50.as_micros(),
                 x.p99.as_micros(),
-                x.cpu.as_micros()
+                x.cpu.as_micros(),
+                x.allocations
             );
         }
         directs.push(d);
         relayed.push(v);
+        proxied.push(p);
     }
+    proxy.stop();
+    in_process.stop().await;
     // With LINE WORKS's own latency (50 ms per send, the emulator delaying every DM), what a
     // reception desk feels: the relay's end-to-end p50 beside the direct client's.
     emu.add_fault(lineworks_emulator::Fault {
@@ -412,6 +616,24 @@ async fn main() {
         med(&relayed, &cpu),
         med(&directs, &cpu),
         med(&relayed, &cpu) / med(&directs, &cpu)
+    );
+    println!(
+        "minimal proxy (the floor of any relay: same client, no checks, one thread): {:.0}/s, p50 {:.0} µs, CPU {:.0} µs per notification; relay / minimal proxy: throughput {:.2}, p50 {:.2}, CPU {:.2}; minimal proxy / direct: p50 {:.2}, CPU {:.2}",
+        med(&proxied, &rate),
+        med(&proxied, &p50),
+        med(&proxied, &cpu),
+        med(&relayed, &rate) / med(&proxied, &rate),
+        med(&relayed, &p50) / med(&proxied, &p50),
+        med(&relayed, &cpu) / med(&proxied, &cpu),
+        med(&proxied, &p50) / med(&directs, &p50),
+        med(&proxied, &cpu) / med(&directs, &cpu)
+    );
+    let allocated = |r: &Round| r.allocations;
+    println!(
+        "allocations per notification: relay {:.0}, minimal proxy {:.0}, direct client {:.0}",
+        med(&relayed, &allocated),
+        med(&proxied, &allocated),
+        med(&directs, &allocated)
     );
     println!(
         "relay RSS: idle {:.1} MiB, peak under load {:.1} MiB",

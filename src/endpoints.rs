@@ -4,6 +4,8 @@
 //! allowed by whoever installed the operator (`--allow-host`, Helm value `allowedHosts`). The
 //! check runs on the parsed URL (the CRD's CEL rule is only a first, textual filter).
 
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use reqwest::Url;
 
 use crate::api::LineWorksNotifierSpec;
@@ -34,10 +36,14 @@ impl EndpointField {
         }
     }
 
-    fn default_url(self) -> &'static str {
+    /// The field's LINE WORKS default, parsed once (the relay checks a URL per notification).
+    fn default_url(self) -> Option<&'static Url> {
+        static API: LazyLock<Option<Url>> = LazyLock::new(|| Url::parse(DEFAULT_API_BASE_URL).ok());
+        static AUTH: LazyLock<Option<Url>> =
+            LazyLock::new(|| Url::parse(DEFAULT_AUTH_BASE_URL).ok());
         match self {
-            Self::ApiBaseUrl => DEFAULT_API_BASE_URL,
-            Self::AuthBaseUrl => DEFAULT_AUTH_BASE_URL,
+            Self::ApiBaseUrl => API.as_ref(),
+            Self::AuthBaseUrl => AUTH.as_ref(),
         }
     }
 }
@@ -106,7 +112,7 @@ impl AllowedHosts {
         let Some(port) = parsed.port_or_known_default() else {
             return Err(EndpointRefused::Unparsable(field, "no port".into()));
         };
-        let default = Url::parse(field.default_url()).ok();
+        let default = field.default_url();
         let is_default = default.is_some_and(|d| {
             d.scheme() == parsed.scheme()
                 && d.host_str() == Some(host.as_str())
@@ -128,12 +134,75 @@ impl AllowedHosts {
     }
 }
 
+/// The allowed hosts with the last check remembered: the relay checks a notifier's apiBaseURL
+/// for every notification, and its notifiers nearly always share one URL, so it is parsed again
+/// only when it changes.
+#[derive(Debug, Default)]
+pub struct LastCheck {
+    allowed: AllowedHosts,
+    last: Mutex<Option<Checked>>,
+}
+
+/// A field, its URL and the verdict on it.
+type Checked = (EndpointField, String, Result<(), EndpointRefused>);
+
+impl LastCheck {
+    pub fn new(allowed: AllowedHosts) -> Self {
+        Self {
+            allowed,
+            last: Mutex::default(),
+        }
+    }
+
+    /// [`AllowedHosts::check`], answered from memory when `field` and `url` are the last ones.
+    pub fn check(&self, field: EndpointField, url: &str) -> Result<(), EndpointRefused> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*last {
+            Some((f, u, verdict)) if *f == field && u == url => verdict.clone(),
+            _ => {
+                let verdict = self.allowed.check(field, url).map(|_| ());
+                *last = Some((field, url.to_string(), verdict.clone()));
+                verdict
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn api(allowed: &AllowedHosts, url: &str) -> Result<(), EndpointRefused> {
         allowed.check(EndpointField::ApiBaseUrl, url).map(|_| ())
+    }
+
+    #[test]
+    fn a_remembered_check_answers_for_its_url_only() {
+        let last =
+            LastCheck::new(AllowedHosts::new(["relay.example.com".to_string()]).expect("hosts"));
+        let ok = "https://relay.example.com/v1.0";
+        let other = "https://evil.example.com/v1.0";
+        assert_eq!(last.check(EndpointField::ApiBaseUrl, ok), Ok(()));
+        assert_eq!(last.check(EndpointField::ApiBaseUrl, ok), Ok(()));
+        // Another URL is checked afresh, and so is the same one after it.
+        assert!(matches!(
+            last.check(EndpointField::ApiBaseUrl, other),
+            Err(EndpointRefused::HostNotAllowed(..))
+        ));
+        assert!(last.check(EndpointField::ApiBaseUrl, other).is_err());
+        assert_eq!(last.check(EndpointField::ApiBaseUrl, ok), Ok(()));
+        // The same URL for another field is another question.
+        assert_eq!(
+            last.check(EndpointField::AuthBaseUrl, DEFAULT_API_BASE_URL),
+            Err(EndpointRefused::HostNotAllowed(
+                EndpointField::AuthBaseUrl,
+                "www.worksapis.com:443".into()
+            ))
+        );
+        assert_eq!(
+            last.check(EndpointField::ApiBaseUrl, DEFAULT_API_BASE_URL),
+            Ok(())
+        );
     }
 
     #[test]

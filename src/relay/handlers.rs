@@ -226,8 +226,7 @@ fn deliverable(
     // The controller refuses such a notifier too; the relay checks on its own so that messages
     // never go to a host its installer did not allow, whatever status says.
     if let Err(refused) = relay
-        .options
-        .allowed_hosts
+        .endpoints
         .check(EndpointField::ApiBaseUrl, notifier.spec.api_base_url())
     {
         return Err(Refusal::new(

@@ -35,6 +35,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::LineWorksNotifier;
+use crate::endpoints::LastCheck;
 use crate::http_server::{self, ServeLimits};
 pub use metrics::RelayMetrics;
 use problem::Refusal;
@@ -171,6 +172,8 @@ struct Relay {
     sending: Arc<Semaphore>,
     metrics: Arc<RelayMetrics>,
     tasks: tokio_util::task::TaskTracker,
+    /// The hosts notifiers' apiBaseURL may name, with the last URL checked and its verdict.
+    endpoints: LastCheck,
 }
 
 impl Relay {
@@ -425,6 +428,7 @@ pub async fn start(client: Client, options: RelayOptions) -> Result<RelayHandle,
         sending: Arc::new(Semaphore::new(options.concurrency.max(1))),
         metrics: Arc::clone(&metrics),
         tasks: tokio_util::task::TaskTracker::new(),
+        endpoints: LastCheck::new(options.allowed_hosts.clone()),
         options,
     });
     let app = router(Arc::clone(&relay));
