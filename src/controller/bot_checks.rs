@@ -119,7 +119,21 @@ pub async fn check(
     findings: &mut Findings,
 ) -> Result<Verdict, LineWorksError> {
     let spec = &notifier.spec;
-    let bot = match lineworks.get_bot(token, spec.bot_id).await {
+    // The three calls at once, read in the checklist's order: a new notifier is Ready two LINE
+    // WORKS round trips sooner. A bot that is not found costs the other two calls, on a path
+    // that backs off.
+    let room_check = async {
+        match spec.room() {
+            Some(room) => Some(lineworks.get_channel(token, spec.bot_id, room).await),
+            None => None,
+        }
+    };
+    let (bot, domains, room) = futures::join!(
+        lineworks.get_bot(token, spec.bot_id),
+        lineworks.list_bot_domains(token, spec.bot_id),
+        room_check
+    );
+    let bot = match bot {
         Ok(bot) => bot,
         Err(LineWorksError::NotFound { .. }) => {
             return Ok(not_in_service(
@@ -154,7 +168,7 @@ pub async fn check(
         Err(e) => return Err(e),
     };
     findings.status.bot_name = Some(bot.bot_name.clone());
-    let domains = lineworks.list_bot_domains(token, spec.bot_id).await?;
+    let domains = domains?;
     let added = match spec.domain_id {
         Some(id) => domains.iter().any(|d| d.domain_id == id),
         None => !domains.is_empty(),
@@ -172,8 +186,8 @@ pub async fn check(
             ),
         ));
     }
-    if let Some(room) = spec.room() {
-        match lineworks.get_channel(token, spec.bot_id, room).await {
+    if let (Some(room), Some(found)) = (spec.room(), room) {
+        match found {
             Ok(_) => {}
             Err(LineWorksError::NotFound { .. }) => {
                 // LINE WORKS answers 404 both for a room that does not exist and for one the bot
