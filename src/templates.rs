@@ -10,6 +10,8 @@
 //! characters (other than line breaks), bidi controls and zero-width characters are dropped from
 //! field values, and the result is cut to LINE WORKS's 2,000 characters.
 
+use std::borrow::Cow;
+
 use crate::api::{LineWorksNotifier, MessageTemplate};
 use lineworks_client::{Content, I18nText, MAX_TEXT_CHARS};
 
@@ -29,37 +31,42 @@ pub struct Fields<'a> {
 }
 
 /// Drops control characters (keeping line breaks), bidirectional controls and zero-width
-/// characters, which could make a message read differently from what was sent.
-pub fn clean(value: &str) -> String {
-    value
-        .chars()
-        .filter(|c| {
-            *c == '\n'
-                || !(c.is_control()
-                    || matches!(
-                        c,
-                        '\u{061c}'
-                            | '\u{200b}'..='\u{200f}'
-                            | '\u{202a}'..='\u{202e}'
-                            | '\u{2060}'..='\u{2069}'
-                            | '\u{feff}'
-                    ))
-        })
-        .collect()
+/// characters, which could make a message read differently from what was sent. Borrowed when
+/// there is nothing to drop (nearly always), so a clean value costs no copy.
+pub fn clean(value: &str) -> Cow<'_, str> {
+    let dropped = |c: char| {
+        c != '\n'
+            && (c.is_control()
+                || matches!(
+                    c,
+                    '\u{061c}'
+                        | '\u{200b}'..='\u{200f}'
+                        | '\u{202a}'..='\u{202e}'
+                        | '\u{2060}'..='\u{2069}'
+                        | '\u{feff}'
+                ))
+    };
+    if value.chars().any(dropped) {
+        Cow::Owned(value.chars().filter(|c| !dropped(*c)).collect())
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 /// Renders one template text.
 pub fn render(template: &str, fields: &Fields<'_>) -> String {
-    truncate(render_with(template, &|name| fields.value(name)).trim_end())
+    let mut text = render_with(template, &|name| fields.value(name));
+    text.truncate(text.trim_end().len());
+    truncate_owned(text)
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
     /// The value of placeholder `name`, cleaned; `None` for a name that is not a placeholder.
-    fn value(&self, name: &str) -> Option<String> {
+    fn value(&self, name: &str) -> Option<Cow<'a, str>> {
         Some(match name {
             "name" => clean(self.name),
             "company" => clean(self.company),
-            "count" => self.count.map(|c| c.to_string()).unwrap_or_default(),
+            "count" => self.count.map(|c| c.to_string()).unwrap_or_default().into(),
             "purpose" => clean(self.purpose),
             "note" => clean(self.note),
             "host" => clean(self.host),
@@ -69,33 +76,37 @@ impl Fields<'_> {
     }
 }
 
+/// A placeholder's value, as [`render_with`] looks it up.
+pub type Lookup<'l, 'v> = &'l dyn Fn(&str) -> Option<Cow<'v, str>>;
+
 /// Renders `template` with the placeholder values `lookup` gives (already cleaned), uncut: one
 /// pass, so a value that itself contains `{{…}}` or `[[…]]` stays literal text. A placeholder
-/// `lookup` does not know stays as written, visible to whoever fixes the template.
-pub fn render_with(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+/// `lookup` does not know stays as written, visible to whoever fixes the template. Written into
+/// one buffer: a `[[…]]` part with an empty placeholder is cut off again.
+pub fn render_with(template: &str, lookup: Lookup<'_, '_>) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(start) = rest.find("[[") {
-        out.push_str(&substitute(&rest[..start], lookup).0);
+        substitute(&mut out, &rest[..start], lookup);
         let after = &rest[start + 2..];
         let Some(end) = after.find("]]") else {
-            out.push_str(&substitute(&rest[start..], lookup).0);
+            substitute(&mut out, &rest[start..], lookup);
             rest = "";
             break;
         };
-        let (section, complete) = substitute(&after[..end], lookup);
-        if complete {
-            out.push_str(&section);
+        let mark = out.len();
+        if !substitute(&mut out, &after[..end], lookup) {
+            out.truncate(mark);
         }
         rest = &after[end + 2..];
     }
-    out.push_str(&substitute(rest, lookup).0);
+    substitute(&mut out, rest, lookup);
     out
 }
 
-/// Substitutes the placeholders of `text`; also says whether every placeholder had a value.
-fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, bool) {
-    let mut out = String::with_capacity(text.len() + 32);
+/// Appends `text` to `out` with its placeholders substituted; says whether every placeholder
+/// had a value.
+fn substitute(out: &mut String, text: &str, lookup: Lookup<'_, '_>) -> bool {
     let mut complete = true;
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -106,20 +117,31 @@ fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (String, b
             rest = "";
             break;
         };
-        let value = lookup(after[..end].trim())
-            .unwrap_or_else(|| rest[start..start + 2 + end + 2].to_string());
-        complete &= !value.trim().is_empty();
-        out.push_str(&value);
+        match lookup(after[..end].trim()) {
+            Some(value) => {
+                complete &= !value.trim().is_empty();
+                out.push_str(&value);
+            }
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
-    (out, complete)
+    complete
 }
 
 /// Cuts to the message limit, marking the cut.
 pub fn truncate(text: &str) -> String {
     if text.chars().count() <= MAX_TEXT_CHARS {
         return text.to_string();
+    }
+    truncate_owned(text.to_string())
+}
+
+/// [`truncate`] of a text already owned: no copy when it fits.
+pub fn truncate_owned(text: String) -> String {
+    if text.chars().count() <= MAX_TEXT_CHARS {
+        return text;
     }
     let mut cut: String = text.chars().take(MAX_TEXT_CHARS - 1).collect();
     cut.push('…');
@@ -238,6 +260,14 @@ mod tests {
             render("{{unknown}} {{name", &fields("a")),
             "{{unknown}} {{name"
         );
+    }
+
+    #[test]
+    fn a_clean_value_is_not_copied_and_a_dirty_one_is_cleaned() {
+        assert!(matches!(clean("山田\n太郎"), Cow::Borrowed("山田\n太郎")));
+        let dirty = clean("山\u{200b}田\u{202e}\u{0007}");
+        assert!(matches!(dirty, Cow::Owned(_)));
+        assert_eq!(dirty, "山田");
     }
 
     #[test]

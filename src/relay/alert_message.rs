@@ -2,6 +2,7 @@
 //! rendered (Japanese by default, with an English variant) and cut to 2,000 characters with
 //! "…ほか N 件", and keyed so that Alertmanager's retries and repeats send it once.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -13,6 +14,7 @@ use super::api::{
 };
 use super::problem::Refusal;
 use crate::api::{Language, LineWorksNotifier, MessageTemplate, Route};
+
 use crate::templates::{clean, render_with, truncate};
 
 /// Japanese default text of an alert group; {{alerts}} lists them.
@@ -265,14 +267,14 @@ fn more_line(n: u64, language: Option<Language>) -> String {
 fn render(group: &str, item: &str, language: Option<Language>, m: &AlertmanagerMessage) -> String {
     let count = |status| m.alerts.iter().filter(|a| a.status == status).count();
     let nonzero = |n: usize| if n == 0 { String::new() } else { n.to_string() };
-    let lookup = |name: &str| -> Option<String> {
+    let lookup = |name: &str| -> Option<Cow<'_, str>> {
         Some(match name {
             "status" => status_word(m.status, language).into(),
-            "firing" => nonzero(count(AlertStatus::Firing)),
-            "resolved" => nonzero(count(AlertStatus::Resolved)),
-            "externalURL" => shown(&m.external_url),
-            "alerts" => ALERTS_MARK.to_string(),
-            _ => common_value(name, &m.common_labels, &m.common_annotations)?,
+            "firing" => nonzero(count(AlertStatus::Firing)).into(),
+            "resolved" => nonzero(count(AlertStatus::Resolved)).into(),
+            "externalURL" => shown(&m.external_url).into(),
+            "alerts" => ALERTS_MARK.to_string().into(),
+            _ => common_value(name, &m.common_labels, &m.common_annotations)?.into(),
         })
     };
     let frame = render_with(group, &lookup);
@@ -310,12 +312,12 @@ fn render(group: &str, item: &str, language: Option<Language>, m: &AlertmanagerM
 }
 
 fn render_item(item: &str, language: Option<Language>, alert: &Alert) -> String {
-    let lookup = |name: &str| -> Option<String> {
+    let lookup = |name: &str| -> Option<Cow<'_, str>> {
         Some(match name {
             "status" => status_word(alert.status, language).into(),
-            "startsAt" => shown(&alert.starts_at),
-            "generatorURL" => shown(&alert.generator_url),
-            _ => common_value(name, &alert.labels, &alert.annotations)?,
+            "startsAt" => shown(&alert.starts_at).into(),
+            "generatorURL" => shown(&alert.generator_url).into(),
+            _ => common_value(name, &alert.labels, &alert.annotations)?.into(),
         })
     };
     render_with(item, &lookup)

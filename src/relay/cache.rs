@@ -91,10 +91,10 @@ impl Cache {
     /// that the controller wrote it for that notifier. One that merely carries the label and the
     /// name (created by anyone who may create Secrets) is ignored.
     fn owned_secret(&self, notifier: &LineWorksNotifier, name: &str) -> Option<Arc<Secret>> {
-        let ns = notifier.namespace()?;
-        self.of(&ns)?
+        let ns = notifier.metadata.namespace.as_deref()?;
+        self.of(ns)?
             .secrets
-            .get(&ObjectRef::new(name).within(&ns))
+            .get(&ObjectRef::new(name).within(ns))
             .filter(|s| contract::controlled_by(&s.metadata, notifier.metadata.uid.as_deref()))
     }
 
