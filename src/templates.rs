@@ -34,18 +34,7 @@ pub struct Fields<'a> {
 /// characters, which could make a message read differently from what was sent. Borrowed when
 /// there is nothing to drop (nearly always), so a clean value costs no copy.
 pub fn clean(value: &str) -> Cow<'_, str> {
-    let dropped = |c: char| {
-        c != '\n'
-            && (c.is_control()
-                || matches!(
-                    c,
-                    '\u{061c}'
-                        | '\u{200b}'..='\u{200f}'
-                        | '\u{202a}'..='\u{202e}'
-                        | '\u{2060}'..='\u{2069}'
-                        | '\u{feff}'
-                ))
-    };
+    let dropped = |c: char| c != '\n' && lineworks_client::hides_text(c);
     if value.chars().any(dropped) {
         Cow::Owned(value.chars().filter(|c| !dropped(*c)).collect())
     } else {

@@ -154,19 +154,23 @@ fn parse_error_body(text: &str) -> ErrorBody {
 fn printable(text: &str, max: usize) -> String {
     text.chars()
         .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
-        .filter(|c| {
-            !(c.is_control()
-                || matches!(
-                    c,
-                    '\u{061c}'
-                        | '\u{200b}'..='\u{200f}'
-                        | '\u{202a}'..='\u{202e}'
-                        | '\u{2060}'..='\u{2069}'
-                        | '\u{feff}'
-                ))
-        })
+        .filter(|c| !hides_text(*c))
         .take(max)
         .collect()
+}
+
+/// Whether `c` is a control, bidirectional-control or zero-width character: one that could hide
+/// or reorder what a person reads where the text is shown.
+pub fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// The longest wait a server's answer can ask for: a lying or broken server must not make time

@@ -15,6 +15,7 @@ mod limiter;
 mod message;
 mod trust;
 
+pub use answer::hides_text;
 pub use auth::TokenKind;
 pub use bot::{Bot, BotDomain, Channel};
 pub use client::{
