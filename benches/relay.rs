@@ -176,21 +176,41 @@ where
     }
 }
 
-/// A round of visitor notifications (DM to the host) through the relay at `base`.
-async fn relay_round(http: &reqwest::Client, base: &str, n: usize, concurrency: usize) -> Round {
-    round(n, concurrency, |i| {
-        let request = http
-            .post(format!("{base}/v1/notifications"))
-            .json(&json!({"visitor": {"name": format!("v{i}")}, "host": "jinji"}));
-        async move {
-            request
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
+/// A round of visitor notifications (DM to the host) through the HTTP endpoint at `base` (a
+/// relay or the minimal proxy), sent like the direct client's: from a thread and runtime of their
+/// own, with a connection pool warmed by one request first, so every path's load generator runs
+/// the same way and none shares a runtime with the emulator.
+fn http_round(base: &str, n: usize, concurrency: usize) -> Round {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        let http = reqwest::Client::new();
+                        let notify = |name: String| {
+                            let request = http
+                                .post(format!("{base}/v1/notifications"))
+                                .json(&json!({"visitor": {"name": name}, "host": "jinji"}));
+                            async move {
+                                request
+                                    .send()
+                                    .await
+                                    .map(|r| r.status() == 200)
+                                    .unwrap_or(false)
+                            }
+                        };
+                        let _ = notify("warm-up".into()).await;
+                        round(n, concurrency, |i| notify(format!("v{i}"))).await
+                    })
+                })
+                .join()
+                .expect("HTTP round")
+        })
     })
-    .await
 }
 
 /// A direct round on a thread and runtime of its own, so the CPU time it reports is the direct
@@ -541,16 +561,16 @@ async fn main() {
         let d = direct_round(&emu, &token, &content, n, concurrency);
         emu.clear_delivered();
         let relay_cpu = process_cpu(relay.id());
-        let mut v = relay_round(&http, &base, n, concurrency).await;
+        let mut v = http_round(&base, n, concurrency);
         v.cpu = (process_cpu(relay.id()) - relay_cpu) / n as u32;
         emu.clear_delivered();
         let (proxy_cpu, allocated) = (proxy.cpu(), allocations(Subject::Proxy));
-        let mut p = relay_round(&http, &proxy.base, n, concurrency).await;
+        let mut p = http_round(&proxy.base, n, concurrency);
         p.cpu = (proxy.cpu() - proxy_cpu) / n as u32;
         p.allocations = (allocations(Subject::Proxy) - allocated) as f64 / n as f64;
         emu.clear_delivered();
         let allocated = allocations(Subject::Relay);
-        relay_round(&http, &in_process.base(), n, concurrency).await;
+        http_round(&in_process.base(), n, concurrency);
         v.allocations = (allocations(Subject::Relay) - allocated) as f64 / n as f64;
         emu.clear_delivered();
         for (name, x) in [("direct", &d), ("relay", &v), ("proxy", &p)] {
@@ -580,7 +600,7 @@ async fn main() {
     let (mut slow_direct, mut slow_relay) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         slow_direct.push(direct_round(&emu, &token, &content, slow_n, concurrency).p50);
-        slow_relay.push(relay_round(&http, &base, slow_n, concurrency).await.p50);
+        slow_relay.push(http_round(&base, slow_n, concurrency).p50);
     }
     emu.clear_faults();
     emu.clear_delivered();
