@@ -711,6 +711,13 @@ async fn fleet(
     }
     let all_ready = started.elapsed();
     let http = reqwest::Client::new();
+    // What bounds a big fleet on this machine: the API server's writes, not LINE WORKS's budget.
+    let writes = metric(
+        &http,
+        &format!("http://127.0.0.1:{port}"),
+        "lineworks_operator_kube_writes_total",
+    )
+    .await;
     let relay_peak = relay_sees(
         &http, client, ns, relay_port, domains, per_domain, &mut relay,
     )
@@ -778,8 +785,11 @@ async fn fleet(
     };
     println!(
         "{total} notifiers in {domains} domains: all Ready after {:.1} s (the rate limits allow {rate_floor:.1} s); \
+         the API server took {:.0} writes/s meanwhile (the controller's {writes:.0} counted ones, {:.1} per notifier, one finalizer per notifier and the bench's {total} applies); \
          controller peak RSS {:.1} MiB; relay (Deployment mode, watching all) peak RSS {:.1} MiB{resynced}",
         all_ready.as_secs_f64(),
+        (writes + 2.0 * total as f64) / all_ready.as_secs_f64(),
+        writes / total as f64,
         peak as f64 / 1024.0,
         relay_peak as f64 / 1024.0,
     );
