@@ -50,7 +50,8 @@ thread_local! {
 static ALLOCATIONS: [std::sync::atomic::AtomicU64; 4] =
     [const { std::sync::atomic::AtomicU64::new(0) }; 4];
 
-/// The system allocator, counting allocations per [`Subject`] of the allocating thread.
+/// The system allocator, counting allocations per [`Subject`] of the allocating thread (a
+/// reallocation counts as one).
 struct Counting;
 
 // SAFETY: every call goes to the system allocator unchanged; counting touches no allocation.

@@ -121,14 +121,11 @@ fn substitute(out: &mut String, text: &str, lookup: Lookup<'_, '_>) -> bool {
 
 /// Cuts to the message limit, marking the cut.
 pub fn truncate(text: &str) -> String {
-    if text.chars().count() <= MAX_TEXT_CHARS {
-        return text.to_string();
-    }
     truncate_owned(text.to_string())
 }
 
 /// [`truncate`] of a text already owned: no copy when it fits.
-pub fn truncate_owned(text: String) -> String {
+fn truncate_owned(text: String) -> String {
     if text.chars().count() <= MAX_TEXT_CHARS {
         return text;
     }

@@ -14,7 +14,6 @@ use super::api::{
 };
 use super::problem::Refusal;
 use crate::api::{Language, LineWorksNotifier, MessageTemplate, Route};
-
 use crate::templates::{clean, render_with, truncate};
 
 /// Japanese default text of an alert group; {{alerts}} lists them.

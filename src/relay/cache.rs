@@ -195,10 +195,9 @@ fn instance() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| token_rejected::COMPONENT.into())
 }
 
-/// Watches of one namespace (or all): notifiers, and the Secrets the operator manages.
 /// Of a managed Secret, what the relay reads: its owner references and the access token, the
-/// credentials fingerprint and the caller token. The refresh token (and the rest) never enters the relay's memory, and a
-/// relay watching 10,000 notifiers holds a third of the bytes.
+/// credentials fingerprint and the caller token. The refresh token (and the rest) never enters
+/// the relay's memory, and a relay watching 10,000 notifiers holds a third of the bytes.
 fn relay_view(secret: &mut Secret) {
     crate::watch_trim::trim(secret);
     // Selected by label on the server; nothing here reads labels or annotations.
@@ -217,9 +216,9 @@ fn relay_view(secret: &mut Secret) {
     secret.string_data = None;
 }
 
-/// Of a notifier, what the relay reads: its metadata but labels and annotations, its spec, and of its status
-/// the conditions and the generation they describe (10,000 notifiers: a relay watching them
-/// all peaked at 106 MiB with whole objects).
+/// Of a notifier, what the relay reads: its metadata but labels and annotations, its spec, and
+/// of its status the conditions and the generation they describe (10,000 notifiers: a relay
+/// watching them all peaked at 106 MiB with whole objects).
 fn relay_notifier_view(notifier: &mut LineWorksNotifier) {
     crate::watch_trim::trim(notifier);
     notifier.metadata.annotations = None;
@@ -233,6 +232,7 @@ fn relay_notifier_view(notifier: &mut LineWorksNotifier) {
     }
 }
 
+/// Watches of one namespace (or all): notifiers, and the Secrets the operator manages.
 fn watch(client: &Client, namespace: Option<String>, scope: &Scope) -> Watched {
     let (notifier_api, secret_api): (Api<LineWorksNotifier>, Api<Secret>) = match &namespace {
         Some(ns) => (
