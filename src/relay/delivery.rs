@@ -134,11 +134,13 @@ fn fields(request: &NotificationRequest) -> templates::Fields<'_> {
     }
 }
 
-/// Delivers one admitted notification with the stored token; on a rejected token, once more
-/// with a renewed one (the controller renews it; the relay only asks).
+/// Delivers one admitted notification with the stored token and the LINE WORKS settings it was
+/// admitted under; on a rejected token, once more with a renewed one (the controller renews it;
+/// the relay only asks).
 pub async fn deliver(
     relay: &Relay,
     notifier: &LineWorksNotifier,
+    config: lineworks_client::ClientConfig,
     request: &Request,
     route: Option<&Route>,
     parts: Parts,
@@ -160,7 +162,7 @@ pub async fn deliver(
         }
     };
     let content = content(notifier, request);
-    let lineworks = relay.sender(notifier);
+    let lineworks = relay.sender(config);
     let bot_id = notifier.spec.bot_id;
     let Some(token) = relay.cache.current_token(notifier).await else {
         return token_failed(

@@ -355,7 +355,7 @@ async fn notification_response(
         route,
         room_blocked,
     } = destination;
-    let ticket = match relay.admit(&notifier) {
+    let (ticket, config) = match relay.admit(&notifier) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -386,6 +386,7 @@ async fn notification_response(
         let mut answer = delivery::deliver(
             &worker,
             &notifier,
+            config,
             &request,
             route.as_ref(),
             parts,

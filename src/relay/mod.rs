@@ -225,8 +225,13 @@ impl Relay {
         refusal.into_response()
     }
 
-    /// A place in the queue for a notification of `notifier`, or a 429 saying when to retry.
-    fn admit(&self, notifier: &LineWorksNotifier) -> Result<admission::Ticket, Box<Response>> {
+    /// A place in the queue for a notification of `notifier`, with the LINE WORKS settings it
+    /// was admitted under (its delivery sends with them: worked out once per notification), or
+    /// a 429 saying when to retry.
+    fn admit(
+        &self,
+        notifier: &LineWorksNotifier,
+    ) -> Result<(admission::Ticket, lineworks_client::ClientConfig), Box<Response>> {
         let config = self.client_config(notifier);
         self.admission
             .admit(
@@ -234,6 +239,7 @@ impl Relay {
                 &config.budget(),
                 config.rate_limit_per_minute,
             )
+            .map(|ticket| (ticket, config))
             .map_err(|full| {
                 let mut r = self.reject(full.refusal);
                 if let Ok(v) = header::HeaderValue::from_str(&full.retry_after_secs.to_string()) {
@@ -255,16 +261,13 @@ impl Relay {
         config
     }
 
-    /// A send-only LINE WORKS client for this notifier's endpoints and budget. It holds one of
-    /// the relay's send slots only while a request is on the wire, never while pacing.
-    fn sender(&self, notifier: &LineWorksNotifier) -> MessageSender {
-        LineWorksClient::with_http(
-            self.client_config(notifier),
-            Arc::clone(&self.limits),
-            self.http.clone(),
-        )
-        .with_gate(Arc::clone(&self.sending))
-        .into_sender()
+    /// A send-only LINE WORKS client for a notifier's endpoints and budget (`config`, as
+    /// admitted). It holds one of the relay's send slots only while a request is on the wire,
+    /// never while pacing.
+    fn sender(&self, config: lineworks_client::ClientConfig) -> MessageSender {
+        LineWorksClient::with_http(config, Arc::clone(&self.limits), self.http.clone())
+            .with_gate(Arc::clone(&self.sending))
+            .into_sender()
     }
 }
 
