@@ -134,9 +134,8 @@ fn fields(request: &NotificationRequest) -> templates::Fields<'_> {
     }
 }
 
-/// Delivers one admitted notification with the stored token and the LINE WORKS settings it was
-/// admitted under; on a rejected token, once more with a renewed one (the controller renews it;
-/// the relay only asks).
+/// Delivers one admitted notification with the stored token and the settings it was admitted
+/// under; on a rejected token, once more with one the controller renewed (the relay only asks).
 pub async fn deliver(
     relay: &Relay,
     notifier: &LineWorksNotifier,
